@@ -1,0 +1,73 @@
+# msgpp — the two commands: `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MSGPP := $(VENV)/bin/msgpp
+STAMP := $(VENV)/.msgpp-installed
+DATA ?= data/musdb-embedded
+CACHE ?= cache/estimates
+OUTPUTS ?= outputs
+SEED ?= 0
+PRESET ?= small
+SOURCE ?= vocals
+SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
+
+.PHONY: install apt demo data separate train enhance evaluate bench test test-all figures clean
+
+install: apt $(STAMP)
+
+# Debian packages, only those missing (a second run costs a dpkg query).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# torch first (the local CPU wheel), then the project; openunmix without its deps (its torchaudio
+# requirement would pull a CUDA torch). Re-runs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps openunmix==1.3.0
+	touch $(STAMP)
+
+data: install
+	$(MSGPP) data --root $(DATA) --preset default --seed $(SEED)
+
+demo: install
+	$(MSGPP) demo --root $(DATA) --cache $(CACHE) --out $(OUTPUTS) --seed $(SEED)
+
+separate: install
+	$(MSGPP) separate --root $(DATA) --separators $(SEPARATORS) --cache $(CACHE)
+
+train: install
+	$(MSGPP) train --config configs/$(PRESET)/$(SOURCE).yaml
+
+enhance: install
+	$(MSGPP) enhance $(IN) --out $(OUT) --source $(SOURCE)
+
+evaluate: install
+	$(MSGPP) evaluate --root $(DATA) --cache $(CACHE) --out $(OUTPUTS)/report
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+figures: install
+	$(MSGPP) data --root data/figure-song --preset tiny --seed $(SEED)
+	$(PY) scripts/spectrogram_figure.py --root data/figure-song --out docs/figures/stems.png
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "not gpu"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

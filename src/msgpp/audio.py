@@ -1,0 +1,232 @@
+"""Audio in and out: load, save (atomically), resample, channel conversion, peak normalisation.
+
+Arrays are float32 shaped (channels, samples) everywhere in msgpp. Every function that takes an
+array also takes a torch tensor where it says so; file IO is NumPy only.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+from msgpp.errors import AudioError
+
+PathLike = Union[str, os.PathLike]
+
+# User-facing names → libsndfile subtypes.
+SUBTYPES = {
+    "PCM_16": "PCM_16", "16": "PCM_16", "pcm16": "PCM_16",
+    "PCM_24": "PCM_24", "24": "PCM_24", "pcm24": "PCM_24",
+    "FLOAT": "FLOAT", "float": "FLOAT", "float32": "FLOAT",
+}
+CLIP_POLICIES = ("error", "clip", "normalize")
+
+
+def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
+    """Read any file soundfile reads (wav, flac, ogg, mp3, aiff ...).
+
+    Returns float32 audio shaped (channels, samples) and the sample rate. Raises AudioError,
+    naming the file, when it is missing, unreadable, empty, truncated, or holds NaN/Inf samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: holds no audio samples")
+    _check_wav_complete(path)
+    audio = np.ascontiguousarray(data.T)
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN or Inf samples")
+    return audio, int(sample_rate)
+
+
+def save_audio(
+    path: PathLike,
+    audio,
+    sample_rate: int,
+    subtype: str = "PCM_16",
+    clip: str = "error",
+) -> Path:
+    """Write (channels, samples) audio atomically: a temporary file beside the target, then rename.
+
+    PCM subtypes cannot hold samples beyond ±1. `clip` says what to do then: "error" (default,
+    nothing is written), "clip" (hard clip), or "normalize" (scale the peak to 0.999). FLOAT keeps
+    any value. NaN/Inf is always an error. The format follows the file extension.
+    """
+    path = Path(path)
+    audio = as_channels_first(_to_numpy(audio))
+    if subtype not in SUBTYPES:
+        raise AudioError(f"unknown subtype {subtype!r}; choose one of PCM_16, PCM_24, FLOAT")
+    if clip not in CLIP_POLICIES:
+        raise AudioError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
+    subtype = SUBTYPES[subtype]
+    if audio.shape[-1] == 0:
+        raise AudioError(f"{path}: refusing to write an empty signal")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: refusing to write NaN or Inf samples")
+    peak = float(np.abs(audio).max())
+    if subtype != "FLOAT" and peak > 1.0:
+        if clip == "error":
+            raise AudioError(
+                f"{path}: peak {peak:.3f} exceeds full scale for {subtype}; "
+                "use a float subtype, or clip='normalize' / clip='clip'"
+            )
+        audio = np.clip(audio, -1.0, 1.0) if clip == "clip" else audio * (0.999 / peak)
+    extension = path.suffix.lower().lstrip(".")
+    file_format = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF", "aif": "AIFF", "mp3": "MP3"}.get(extension)
+    if file_format is None:
+        raise AudioError(f"{path}: unsupported output extension {path.suffix!r} (use .wav, .flac, .ogg, .aiff)")
+    if file_format in ("OGG", "MP3"):
+        subtype = "VORBIS" if file_format == "OGG" else "MPEG_LAYER_III"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(descriptor)
+    except OSError as error:
+        raise AudioError(f"{path}: cannot write ({error.strerror})") from None
+    try:
+        sf.write(temporary, audio.T, int(sample_rate), subtype=subtype, format=file_format)
+        os.replace(temporary, path)
+    except (OSError, sf.LibsndfileError, RuntimeError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise AudioError(f"{path}: cannot write ({_short(error)})") from None
+    except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def audio_info(path: PathLike) -> tuple[int, int, int]:
+    """(sample_rate, channels, frames) without reading the samples."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def resample(audio, orig_sr: int, target_sr: int):
+    """Resample along the last axis. NumPy arrays use soxr (VHQ); torch tensors use julius."""
+    if orig_sr == target_sr:
+        return audio
+    if orig_sr <= 0 or target_sr <= 0:
+        raise AudioError(f"sample rates must be positive, got {orig_sr} → {target_sr}")
+    if _is_tensor(audio):
+        import julius
+
+        # julius wants a reduced fraction; its cost grows with the numerator/denominator.
+        from math import gcd
+
+        divisor = gcd(orig_sr, target_sr)
+        return julius.resample_frac(audio, orig_sr // divisor, target_sr // divisor)
+    import soxr
+
+    array = np.asarray(audio, dtype=np.float32)
+    if array.ndim == 1:
+        return soxr.resample(array, orig_sr, target_sr, quality="VHQ").astype(np.float32)
+    flat = array.reshape(-1, array.shape[-1])
+    out = soxr.resample(np.ascontiguousarray(flat.T), orig_sr, target_sr, quality="VHQ")
+    out = np.asarray(out, dtype=np.float32).reshape(-1, flat.shape[0]).T
+    return np.ascontiguousarray(out).reshape(*array.shape[:-1], -1)
+
+
+def to_mono(audio):
+    """Average the channels: (channels, samples) → (1, samples)."""
+    return audio.mean(axis=0, keepdims=True) if not _is_tensor(audio) else audio.mean(dim=0, keepdim=True)
+
+
+def convert_channels(audio, channels: int):
+    """(C, N) → (channels, N): mono is duplicated, many → mono averages, many → stereo downmixes
+    through mono only when the input is not already stereo."""
+    current = audio.shape[0]
+    if current == channels:
+        return audio
+    if channels == 1:
+        return to_mono(audio)
+    if current == 1:
+        return audio.repeat(channels, 0) if not _is_tensor(audio) else audio.repeat(channels, 1)
+    if channels == 2:
+        return convert_channels(to_mono(audio), 2)
+    raise AudioError(f"cannot convert {current} channels to {channels}")
+
+
+def to_stereo(audio):
+    return convert_channels(audio, 2)
+
+
+def peak_normalize(audio, peak: float = 1.0, eps: float = 1e-8):
+    """Scale so the absolute peak equals `peak`. Silence (peak < eps) is returned unchanged.
+
+    Returns (normalised audio, gain) so the caller can undo it with `audio / gain`.
+    """
+    current = float(abs(audio).max()) if audio.shape[-1] else 0.0
+    if current < eps:
+        return audio, 1.0
+    gain = peak / current
+    return audio * gain, gain
+
+
+def as_channels_first(audio: np.ndarray) -> np.ndarray:
+    """Accept (samples,) or (channels, samples); return float32 (channels, samples)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if audio.ndim != 2:
+        raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
+    return audio
+
+
+def rms_dbfs(audio) -> float:
+    """Root-mean-square level in dB relative to full scale (−inf for digital silence)."""
+    power = float(np.mean(np.square(np.asarray(audio, dtype=np.float64))))
+    return float("-inf") if power == 0 else 10.0 * np.log10(power)
+
+
+def _check_wav_complete(path: Path) -> None:
+    """libsndfile silently reads what is there of a truncated WAV; compare with the header."""
+    if path.suffix.lower() != ".wav":
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return  # RF64/W64 etc.: libsndfile has checked them
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                if chunk_size not in (0, 0xFFFFFFFF) and position + 8 + chunk_size > size:
+                    raise AudioError(
+                        f"{path}: truncated (header declares {chunk_size} bytes of audio, "
+                        f"file holds {size - position - 8})"
+                    )
+                return
+            position += 8 + chunk_size + (chunk_size & 1)
+
+
+def _to_numpy(audio) -> np.ndarray:
+    if _is_tensor(audio):
+        return audio.detach().cpu().float().numpy()
+    return np.asarray(audio)
+
+
+def _is_tensor(audio) -> bool:
+    return type(audio).__module__.startswith("torch")
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -1,0 +1,74 @@
+"""The MSG generator: Demucs v2's waveform U-Net, mono in and out, any input length.
+
+The demucs package's `Demucs` class already holds the architecture the paper uses (see
+MSG-SPEC.md); reusing it beats rewriting it. This wrapper fixes the MSG-specific arguments, keeps
+the constructor arguments as the configuration (stored in every checkpoint), and maps
+(batch, 1, samples) → (batch, 1, samples).
+"""
+from __future__ import annotations
+
+import torch
+from demucs.demucs import Demucs
+from torch import nn
+
+# The paper's generator: 64 channels, depth 6, kernel 8, stride 4, GLU, 3-tap rewrite ("context
+# 3" in v2's terms is context=1 in this class), ×2 internal resampling, per-example normalisation,
+# no LSTM. 89,447,041 parameters (the reference's 89,447,044 minus an unused output conv).
+PRESETS: dict[str, dict] = {
+    "paper": dict(channels=64, depth=6, kernel_size=8, stride=4, growth=2.0, context=1, resample=True),
+    # Trains on a 2-core CPU: 1,397,665 parameters (5.6 MB in fp32).
+    "small": dict(channels=16, depth=5, kernel_size=8, stride=4, growth=2.0, context=1, resample=True),
+}
+
+
+class Generator(nn.Module):
+    """Waveform U-Net enhancer. `config` (the constructor arguments) rebuilds it."""
+
+    def __init__(
+        self,
+        channels: int = 64,
+        depth: int = 6,
+        kernel_size: int = 8,
+        stride: int = 4,
+        growth: float = 2.0,
+        context: int = 1,
+        resample: bool = True,
+        normalize: bool = True,
+        rescale: float = 0.1,
+        sample_rate: int = 16000,
+    ):
+        super().__init__()
+        self.config = dict(
+            channels=channels, depth=depth, kernel_size=kernel_size, stride=stride, growth=growth,
+            context=context, resample=resample, normalize=normalize, rescale=rescale,
+            sample_rate=sample_rate,
+        )
+        self.sample_rate = sample_rate
+        self.unet = Demucs(
+            sources=["enhanced"], audio_channels=1, channels=channels, growth=growth, depth=depth,
+            rewrite=True, lstm_layers=0, kernel_size=kernel_size, stride=stride, context=context,
+            gelu=False, glu=True, norm_starts=99, dconv_mode=0, normalize=normalize,
+            resample=resample, rescale=rescale, samplerate=sample_rate, segment=1,
+        )
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, samples) → (batch, 1, samples)."""
+        if audio.dim() != 3 or audio.shape[1] != 1:
+            raise ValueError(f"Generator expects (batch, 1, samples), got {tuple(audio.shape)}")
+        return self.unet(audio)[:, 0]
+
+
+def build_generator(preset_or_config: str | dict = "paper", **overrides) -> Generator:
+    """A generator from a preset name ("paper", "small") or a config dict, with overrides."""
+    if isinstance(preset_or_config, str):
+        if preset_or_config not in PRESETS:
+            raise KeyError(f"unknown generator preset {preset_or_config!r}; choose one of {sorted(PRESETS)}")
+        config = dict(PRESETS[preset_or_config])
+    else:
+        config = dict(preset_or_config)
+    config.update(overrides)
+    return Generator(**config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())

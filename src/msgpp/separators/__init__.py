@@ -1,0 +1,1 @@
+"""Source separators behind one interface, and the cache of their estimates."""
