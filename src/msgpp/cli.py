@@ -15,6 +15,7 @@ from msgpp.errors import MsgppError
 # Modules with `register(subparsers)`, which adds a parser whose defaults hold `func(args)`.
 COMMAND_MODULES = [
     "msgpp.data.commands",
+    "msgpp.demo",
 ]
 
 

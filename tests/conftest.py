@@ -1,0 +1,20 @@
+"""Shared fixtures. `tiny_root`: the embedded benchmark's tiny preset, generated once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A tiny MUSDB18-HQ-layout folder: <root>/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav.
+
+    2 train + 2 test songs of ~6 s, 44.1 kHz stereo PCM_16, seed 0. Read-only by convention: copy it
+    before modifying anything.
+    """
+    from msgpp.data.benchmark import generate_benchmark
+
+    root = tmp_path_factory.mktemp("musdb-tiny")
+    generate_benchmark(root, preset="tiny", seed=0, progress=False)
+    return root
