@@ -12,7 +12,7 @@ SEED ?= 0
 PRESET ?= small
 SOURCE ?= vocals
 SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix
-APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm chromium
 
 .PHONY: install apt demo data separate train enhance evaluate bench test test-all figures clean
 

@@ -16,6 +16,8 @@ from msgpp.errors import MsgppError
 COMMAND_MODULES = [
     "msgpp.data.commands",
     "msgpp.demo",
+    "msgpp.training.commands",
+    "msgpp.separators.wavenet_keras",
 ]
 
 

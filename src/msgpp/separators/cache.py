@@ -4,6 +4,8 @@ Layout: <cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav, plus met
 the sources (separator, weights sha256, sample rate, msgpp version). The weights id is the first
 12 hex digits of the weights' sha256, so a changed weights file gets a new key, never a stale hit.
 A track is complete when meta.json exists: it is written last, atomically, after every source.
+Rewriting a track (--force, or after a kill) first removes meta.json and any temporary files a
+killed writer left, so a reader never pairs a new meta.json with old sources or vice versa.
 """
 from __future__ import annotations
 
@@ -50,6 +52,41 @@ def write_meta(folder: Path, meta: dict) -> None:
         raise
 
 
+def write_track(
+    folder: Path, estimates: dict, sample_rate: int, meta: dict, subtype: str = "PCM_16"
+) -> Path:
+    """Write one track's estimates ({source: (channels, samples)}) and then its meta.json.
+
+    Every file is written atomically. A PCM_16 estimate that peaks over full scale is stored as
+    32-bit float instead (never clipped); meta.json records each file's subtype.
+    """
+    import numpy as np
+
+    from msgpp.audio import save_audio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_NAME).unlink(missing_ok=True)
+    clean_partial(folder)
+    subtypes = {}
+    for source, audio in estimates.items():
+        chosen = subtype
+        if subtype != "FLOAT" and float(np.abs(audio).max(initial=0.0)) > 1.0:
+            chosen = "FLOAT"
+        save_audio(folder / f"{source}.wav", audio, sample_rate, subtype=chosen)
+        subtypes[source] = chosen
+    for stale in folder.glob("*.wav"):
+        if stale.stem not in estimates:
+            stale.unlink()
+    write_meta(folder, {**meta, "sample_rate": int(sample_rate), "sources": sorted(estimates), "subtypes": subtypes})
+    return folder
+
+
+def clean_partial(folder: Path) -> None:
+    """Remove the temporary files of a writer that was killed (they start with a dot)."""
+    for leftover in folder.glob(".*.tmp*"):
+        leftover.unlink(missing_ok=True)
+
+
 def read_meta(folder: Path) -> dict:
     return json.loads((folder / META_NAME).read_text())
 
@@ -81,5 +118,7 @@ def find_estimates(
     if subset_folder.is_dir():
         for track_folder in sorted(subset_folder.iterdir()):
             if track_folder.is_dir() and is_complete(track_folder):
-                found[track_folder.name] = {path.stem: path for path in sorted(track_folder.glob("*.wav"))}
+                found[track_folder.name] = {
+                    path.stem: path for path in sorted(track_folder.glob("*.wav")) if not path.name.startswith(".")
+                }
     return found

@@ -1,0 +1,467 @@
+"""msgpp.Enhancer: the public inference API.
+
+    enhancer = msgpp.Enhancer.from_pretrained("bass")     # a shipped name, or a weights file
+    enhanced = enhancer(estimate, sample_rate)            # NumPy or torch, mono or multichannel
+    enhancer.enhance_file("bass.wav", "bass.enhanced.wav")
+
+Audio is (channels, samples) or (samples,), at any sample rate; the result has the same shape,
+rate and type. Inside, each channel is peak-normalised on its own (as the paper's input was),
+resampled to the model's rate, cut into overlapping segments that are batched through the
+generator as mono signals (overlap_add), resampled back, and the channel's gain is undone so
+levels are kept. Files are streamed block by block, so a long file never sits whole in memory.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from msgpp.audio import SUBTYPES, _check_wav_complete
+from msgpp.errors import AudioError, MsgppError
+from msgpp.overlap_add import OverlapAdd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT = 10.0  # seconds; long segments amortise the deep layers' weights (benchmarks/)
+DEFAULT_OVERLAP = 1.0  # seconds shared by neighbouring segments (¼ margin each side, ½ crossfade)
+DEFAULT_BATCH_SIZE = 2  # mono segments per forward pass
+BLOCK_FRAMES = 1 << 16  # frames read from a file at a time
+_SILENCE = 1e-8  # peaks below this are digital silence: no gain is applied
+_RESAMPLE_QUALITY = "VHQ"
+# libsndfile subtypes that hold values beyond ±1; every other one clips.
+_FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+CLIP_POLICIES = ("error", "clip", "normalize")
+_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3", ".aiff": "AIFF", ".aif": "AIFF"}
+
+
+class Enhancer:
+    """Wraps a generator that maps (batch, 1, samples) → (batch, 1, samples) at `sample_rate`.
+
+    device      where the generator runs ("cpu", "cuda", ...; default: CUDA when available)
+    segment     seconds per segment at the model's rate; None runs each signal in one piece
+    overlap     seconds shared by neighbouring segments (at most half a segment)
+    batch_size  mono segments per forward pass (channels and segments are batched together)
+    full_band   keep the input's content above the model's Nyquist frequency (8 kHz for a 16 kHz
+                model), which the model never sees, and add it back unchanged; False returns
+                only the model's band
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        sample_rate: int = 16000,
+        *,
+        device: str | torch.device | None = None,
+        segment: float | None = DEFAULT_SEGMENT,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        full_band: bool = True,
+        source: str | None = None,
+    ):
+        if int(sample_rate) <= 0:
+            raise MsgppError(f"sample_rate must be positive, got {sample_rate}")
+        if segment is not None and segment <= 0:
+            raise MsgppError(f"segment must be positive seconds or None, got {segment}")
+        if overlap < 0 or (segment is not None and overlap > segment / 2):
+            raise MsgppError(f"overlap must be between 0 and half the segment ({segment} s), got {overlap}")
+        if int(batch_size) < 1:
+            raise MsgppError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.generator = generator.to(self.device).eval()
+        self.sample_rate = int(sample_rate)
+        self.segment, self.overlap, self.batch_size = segment, float(overlap), int(batch_size)
+        self.full_band = bool(full_band)
+        self.source = source
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, sha256: str | None = None, **options) -> "Enhancer":
+        """A shipped enhancer by source name ("bass", "drums", "vocals") or an inference file.
+
+        The file is read with weights_only=True and checked against `sha256`, or else against
+        the 8-hex prefix in its name (`msg-bass-1a2b3c4d.pt`). `options` are the constructor's.
+        """
+        from msgpp.hub import load_inference_file, resolve_pretrained
+        from msgpp.models.generator import build_generator
+
+        path = resolve_pretrained(name_or_path)
+        package = load_inference_file(path, sha256=sha256)
+        try:
+            generator = build_generator(package["generator_config"])
+            generator.load_state_dict(package["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise MsgppError(f"{path}: weights do not fit the generator ({str(error).splitlines()[0][:200]})") from None
+        return cls(generator, package["sample_rate"], source=package.get("source"), **options)
+
+    def __repr__(self) -> str:
+        return (f"Enhancer(source={self.source!r}, sample_rate={self.sample_rate}, device={str(self.device)!r}, "
+                f"segment={self.segment}, overlap={self.overlap}, batch_size={self.batch_size})")
+
+    # -- in memory ----------------------------------------------------------------------------
+    def __call__(self, audio, sample_rate: int):
+        """Enhance (channels, samples) or (samples,) audio; same shape, rate and type back.
+
+        NumPy arrays come back as float32 arrays; torch tensors as tensors of their own dtype
+        and device. Values are floats in [-1, 1] by convention (larger values are fine).
+        """
+        is_tensor = isinstance(audio, torch.Tensor)
+        array = audio.detach().to("cpu", torch.float32).numpy() if is_tensor else np.asarray(audio)
+        if not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.float16):
+            raise MsgppError(f"audio must hold floats (got dtype {array.dtype}); scale integer PCM to [-1, 1] first")
+        if array.ndim not in (1, 2):
+            raise MsgppError(f"audio must be (samples,) or (channels, samples), got shape {tuple(array.shape)}")
+        channels_first = array.reshape(1, -1) if array.ndim == 1 else array
+        if channels_first.shape[0] > 64:
+            raise MsgppError(
+                f"audio has {channels_first.shape[0]} channels; pass (channels, samples) "
+                "(soundfile returns (samples, channels): transpose it)"
+            )
+        channels_first = channels_first.astype(np.float32, copy=False)
+        if not np.isfinite(channels_first).all():
+            raise MsgppError("audio contains NaN or Inf samples")
+        frames = channels_first.shape[1]
+        self._check_length(frames, sample_rate)
+        gains = _channel_gains(np.abs(channels_first).max(axis=1))
+        blocks = self._stream([channels_first], sample_rate, channels_first.shape[0], gains, frames)
+        enhanced = np.concatenate(list(blocks), axis=1).reshape(array.shape)
+        if is_tensor:
+            return torch.from_numpy(enhanced).to(device=audio.device, dtype=audio.dtype)
+        return enhanced
+
+    # -- files --------------------------------------------------------------------------------
+    def enhance_file(
+        self,
+        input_path: str | os.PathLike,
+        output_path: str | os.PathLike,
+        *,
+        subtype: str | None = None,
+        clip: str = "error",
+        overwrite: bool = False,
+        progress: bool = False,
+    ) -> Path:
+        """Enhance one audio file into another, streaming, at the input's rate and channel count.
+
+        The output format follows the output's extension (.wav .flac .ogg .mp3 .aiff); `subtype`
+        is PCM_16, PCM_24 or FLOAT (default: the input's depth where the format allows it).
+        Formats other than float clip at full scale; `clip` says what happens to a peak above it:
+        "error" (stop, nothing written), "clip" (hard clip, logged), "normalize" (scale the
+        whole file so its peak is 0.999). The file is written under a temporary name and renamed
+        when complete, so an error or interruption never leaves a partial file.
+        """
+        job = self.plan_file(input_path, output_path, subtype=subtype, clip=clip, overwrite=overwrite)
+        return self.run_job(job, progress=progress)
+
+    def plan_file(self, input_path, output_path, *, subtype: str | None = None, clip: str = "error",
+                  overwrite: bool = False) -> "FileJob":
+        """Check an input and its output before any model work (see plan_file); the CLI plans
+        every file first, so a bad file stops the run before anything is written."""
+        job = plan_file(input_path, output_path, subtype=subtype, clip=clip, overwrite=overwrite)
+        self._check_length(job.info.frames, job.info.samplerate, str(job.input))
+        return job
+
+    def run_job(self, job: "FileJob", progress=False) -> Path:
+        """Enhance a planned file. `progress`: True for a bar of its own, or a tqdm bar to update."""
+        info = job.info
+        bar, own_bar = _progress_bar(progress, info.frames / info.samplerate, job.input.name)
+        try:
+            with sf.SoundFile(str(job.input)) as reader:
+                blocks = _read_blocks(reader, job.input, on_block=lambda n: bar and bar.update(n / info.samplerate))
+                enhanced = self._stream(blocks, info.samplerate, info.channels, job.gains, info.frames)
+                _write_atomically(job, enhanced)
+        finally:
+            if own_bar and bar:
+                bar.close()
+        return job.output
+
+    # -- the pipeline -------------------------------------------------------------------------
+    def _stream(self, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, gains: np.ndarray,
+                frames: int) -> Iterator[np.ndarray]:
+        """(channels, k) blocks at `sample_rate` → enhanced blocks, exactly `frames` in all."""
+        model_rate = self.sample_rate
+        if self.segment is None:  # one piece: the whole signal is one segment
+            segment, overlap = max(1, -(-frames * model_rate // sample_rate)), 0
+        else:
+            segment = max(1, round(self.segment * model_rate))
+            overlap = min(round(self.overlap * model_rate), segment // 2)
+        # A TorchScript graph (graph_export) was traced for one (batch, samples) shape.
+        fixed_batch = isinstance(self.generator, torch.jit.ScriptModule)
+        overlap_add = OverlapAdd(self._process, channels, segment, overlap, self.batch_size, fixed_batch)
+        bridge = _RateBridge(sample_rate, model_rate, channels, self.full_band)
+        gains = gains.astype(np.float32)[:, None]
+        written = 0
+
+        def finished(enhanced: np.ndarray) -> np.ndarray:
+            nonlocal written
+            enhanced = enhanced[:, :frames - written] / gains
+            written += enhanced.shape[1]
+            return enhanced
+
+        for block in blocks:
+            out = finished(bridge.back(overlap_add.push(bridge.there(block * gains))))
+            if out.shape[1]:
+                yield out
+        tail = overlap_add.push(bridge.there(np.zeros((channels, 0), np.float32), last=True))
+        out = finished(bridge.back(np.concatenate([tail, overlap_add.finish()], axis=1), last=True))
+        if written < frames:  # resamplers may round a few samples short
+            out = np.concatenate([out, np.zeros((channels, frames - written), np.float32)], axis=1)
+        yield out
+
+    @torch.inference_mode()
+    def _process(self, batch: np.ndarray) -> np.ndarray:
+        """(rows, L) mono segments → the generator's (rows, L) output."""
+        tensor = torch.from_numpy(batch).to(self.device).unsqueeze(1)
+        return self.generator(tensor).squeeze(1).float().cpu().numpy()
+
+    def _check_length(self, frames: int, sample_rate: int, name: str = "audio") -> None:
+        if int(sample_rate) <= 0:
+            raise MsgppError(f"{name}: sample rate must be positive, got {sample_rate}")
+        if frames == 0:
+            raise MsgppError(f"{name}: holds no audio samples")
+        if frames * self.sample_rate < sample_rate:
+            raise MsgppError(
+                f"{name}: too short to enhance ({frames} sample(s) at {sample_rate} Hz is less than "
+                f"one sample at the model's {self.sample_rate} Hz)"
+            )
+
+
+class _RateBridge:
+    """Streams audio to the model's rate and back (soxr, stateful, so blocks join seamlessly).
+
+    With `full_band`, what the model cannot see — the input's content above the model's
+    Nyquist frequency — is added back unchanged: output = up(model(down(x))) + (x − up(down(x))).
+    So an identity model gives the input back exactly, at any rate.
+    """
+
+    def __init__(self, rate: int, model_rate: int, channels: int, full_band: bool):
+        import soxr
+
+        self.active = int(rate) != int(model_rate)
+        self.full_band = full_band and self.active
+        if self.active:
+            stream = lambda a, b: soxr.ResampleStream(a, b, channels, dtype="float32", quality=_RESAMPLE_QUALITY)
+            self._down, self._up = stream(rate, model_rate), stream(model_rate, rate)
+            if self.full_band:
+                self._plain_up = stream(model_rate, rate)
+        self._inputs = np.zeros((channels, 0), np.float32)  # inputs awaiting their low band
+        self._high = np.zeros((channels, 0), np.float32)  # high band awaiting the model's output
+
+    def there(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if not self.active:
+            return block
+        low = self._down.resample_chunk(np.ascontiguousarray(block.T), last=last).T
+        if self.full_band:
+            self._inputs = np.concatenate([self._inputs, block], axis=1)
+            back = self._plain_up.resample_chunk(np.ascontiguousarray(low.T), last=last).T
+            self._high = np.concatenate([self._high, _take(self, "_inputs", back.shape[1]) - back], axis=1)
+            if last:  # the round trip rounded a few samples short: they pass through as they are
+                self._high = np.concatenate([self._high, _take(self, "_inputs", self._inputs.shape[1])], axis=1)
+        return np.ascontiguousarray(low)
+
+    def back(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if not self.active:
+            return block
+        out = self._up.resample_chunk(np.ascontiguousarray(block.T), last=last).T
+        if self.full_band:
+            if last and self._high.shape[1] > out.shape[1]:  # samples the resamplers rounded away
+                out = np.pad(out, ((0, 0), (0, self._high.shape[1] - out.shape[1])))
+            out = out + _take(self, "_high", out.shape[1])
+        return out
+
+
+def _take(owner, name: str, count: int) -> np.ndarray:
+    """The first `count` samples of a (channels, n) buffer attribute, zero-padded if short."""
+    buffer = getattr(owner, name)
+    head, rest = buffer[:, :count], buffer[:, count:]
+    setattr(owner, name, rest)
+    if head.shape[1] < count:
+        head = np.pad(head, ((0, 0), (0, count - head.shape[1])))
+    return head
+
+
+# -- planning and checking file jobs ---------------------------------------------------------
+class FileJob:
+    """One input file checked and read once (peaks per channel), and where its output goes."""
+
+    def __init__(self, input: Path, output: Path, info, gains: np.ndarray, subtype: str, file_format: str, clip: str):
+        self.input, self.output, self.info, self.gains = input, output, info, gains
+        self.subtype, self.format, self.clip = subtype, file_format, clip
+
+
+def plan_file(input_path, output_path, *, subtype: str | None = None, clip: str = "error",
+              overwrite: bool = False) -> FileJob:
+    """Check an input and its output before any model work: readable, complete, finite, not
+    too short, output format and subtype valid, no overwrite unless asked. Reads the input once
+    to find each channel's peak (for the per-channel gain). Raises MsgppError naming the file."""
+    source, target = Path(input_path), Path(output_path)
+    if clip not in CLIP_POLICIES:
+        raise MsgppError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
+    info = _open_info(source)
+    file_format = _FORMATS.get(target.suffix.lower())
+    if file_format is None:
+        raise MsgppError(f"{target}: unsupported output extension {target.suffix!r} (use {', '.join(_FORMATS)})")
+    chosen = _output_subtype(info.subtype, subtype, file_format, target)
+    if target.exists() or target.is_symlink():
+        if target.is_dir():
+            raise MsgppError(f"{target}: is a folder, not an output file")
+        if source.resolve() == target.resolve():
+            raise MsgppError(f"{target}: output would overwrite its own input")
+        if not overwrite:
+            raise MsgppError(f"{target}: exists; pass --force (overwrite=True) to replace it")
+    peaks = _scan_peaks(source, info)
+    return FileJob(source, target, info, _channel_gains(peaks), chosen, file_format, clip)
+
+
+def _open_info(path: Path):
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{path}: holds no audio samples")
+    _check_wav_complete(path)
+    return info
+
+
+def _scan_peaks(path: Path, info) -> np.ndarray:
+    """Each channel's absolute peak, from one streaming pass; refuses NaN/Inf."""
+    peaks = np.zeros(info.channels, np.float64)
+    with sf.SoundFile(str(path)) as reader:
+        for block in _read_blocks(reader, path):
+            if not np.isfinite(block).all():
+                raise AudioError(f"{path}: contains NaN or Inf samples")
+            np.maximum(peaks, np.abs(block).max(axis=1), out=peaks)
+    return peaks
+
+
+def _read_blocks(reader: sf.SoundFile, path: Path, on_block=None) -> Iterator[np.ndarray]:
+    """(channels, k) float32 blocks of a whole file."""
+    while True:
+        try:
+            block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioError(f"{path}: read failed ({_first_line(error)})") from None
+        if not block.shape[0]:
+            return
+        if on_block:
+            on_block(block.shape[0])
+        yield np.ascontiguousarray(block.T)
+
+
+def _channel_gains(peaks: np.ndarray) -> np.ndarray:
+    """1/peak per channel; digital silence keeps gain 1 (no division by zero)."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    return np.where(peaks > _SILENCE, 1.0 / np.maximum(peaks, _SILENCE), 1.0)
+
+
+def _output_subtype(input_subtype: str, requested: str | None, file_format: str, target: Path) -> str:
+    """The libsndfile subtype to write: the requested one, or the input's depth where it fits."""
+    if file_format == "OGG":
+        fixed = "VORBIS"
+    elif file_format == "MP3":
+        fixed = "MPEG_LAYER_III"
+    else:
+        fixed = None
+    if requested is not None:
+        if requested not in SUBTYPES:
+            raise MsgppError(f"unknown subtype {requested!r}; choose one of PCM_16, PCM_24, FLOAT")
+        if fixed:
+            raise MsgppError(f"{target}: {file_format} output has no subtype choice; drop --subtype or write .wav/.flac")
+        chosen = SUBTYPES[requested]
+        if not sf.check_format(file_format, chosen):
+            raise MsgppError(f"{target}: {file_format} cannot hold {chosen} samples")
+        return chosen
+    if fixed:
+        return fixed
+    # Keep the input's depth: 8/16-bit → PCM_16, 24/32-bit → PCM_24, float → FLOAT (FLAC: PCM_24).
+    if input_subtype in _FLOAT_SUBTYPES:
+        chosen = "FLOAT"
+    elif input_subtype in ("PCM_24", "PCM_32"):
+        chosen = "PCM_24"
+    else:
+        chosen = "PCM_16"
+    return chosen if sf.check_format(file_format, chosen) else "PCM_24"
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _write_atomically(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
+    """Write blocks to a temporary file beside the output, then rename it into place."""
+    info, target = job.info, job.output
+    limited = job.subtype not in _FLOAT_SUBTYPES  # PCM and lossy formats clip at full scale
+    normalize = limited and job.clip == "normalize"
+    temporaries: list[str] = []
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # "normalize" needs the whole file's peak first: write float, then rescale in a second pass.
+        first_subtype, first_format = ("FLOAT", "WAV") if normalize else (job.subtype, job.format)
+        first = _temporary(target, ".wav" if normalize else target.suffix, temporaries)
+        peak, clipped = 0.0, 0
+        with sf.SoundFile(first, "w", info.samplerate, info.channels, first_subtype, format=first_format) as writer:
+            for block in blocks:
+                if not np.isfinite(block).all():
+                    raise MsgppError(f"{job.input}: the model produced NaN or Inf samples; nothing written")
+                block_peak = float(np.abs(block).max()) if block.size else 0.0
+                peak = max(peak, block_peak)
+                if limited and block_peak > 1.0 and not normalize:
+                    if job.clip == "error":
+                        raise MsgppError(
+                            f"{target}: enhanced peak {block_peak:.3f} exceeds full scale for {job.subtype}; "
+                            "nothing written (use --clip normalize, --clip clip, or --subtype FLOAT)"
+                        )
+                    clipped += int((np.abs(block) > 1.0).sum())
+                    block = np.clip(block, -1.0, 1.0)
+                writer.write(block.T)
+        final = first
+        if normalize:
+            final = _temporary(target, target.suffix, temporaries)
+            gain = 0.999 / peak if peak > 1.0 else 1.0
+            if gain != 1.0:
+                log.info("%s: peak %.3f scaled to 0.999 (gain %.2f dB)", target, peak, 20 * np.log10(gain))
+            with sf.SoundFile(first) as reader, sf.SoundFile(
+                final, "w", info.samplerate, info.channels, job.subtype, format=job.format
+            ) as writer:
+                for block in _read_blocks(reader, Path(first)):
+                    writer.write((block * gain).T)
+        if clipped:
+            log.warning("%s: clipped %d samples above full scale (--clip clip)", target, clipped)
+        os.replace(final, target)
+    except (OSError, sf.LibsndfileError) as error:
+        raise MsgppError(f"{target}: cannot write ({_first_line(error)})") from None
+    finally:  # an error or Ctrl-C leaves no temporary behind
+        for temporary in temporaries:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _temporary(target: Path, suffix: str, created: list[str]) -> str:
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(descriptor)
+    created.append(name)
+    return name
+
+
+def _progress_bar(progress, total_seconds: float, name: str):
+    """(bar or None, whether we own it). `progress` is a bool or a tqdm bar to update."""
+    if progress is False or progress is None:
+        return None, False
+    if progress is True:
+        from tqdm import tqdm
+
+        return tqdm(total=round(total_seconds, 2), unit="s", desc=name, leave=False,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]"), True
+    return progress, False
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,257 @@
+"""Demucs separators: Demucs v2 (waveform) and Hybrid Demucs v3 (hybrid), on the demucs package.
+
+Weights are demucs' own: a local repository folder holding `<signature>-<sha8>.th` packages
+({"klass", "args", "kwargs", "state"}) and optional bag files `<name>.yaml` (`models: [sig, ...]`,
+optional `weights`, `segment`), resolved with the demucs package's repository classes
+(demucs.repo.LocalRepo / BagOnlyRepo / AnyModelRepo). One thing differs from demucs' own loader:
+packages are read with `torch.load(weights_only=True)`, allowing only the demucs model classes
+that a package names, after the file's sha256 is checked.
+
+`weights` may be: a folder (its only bag yaml, else its only `.th`), a `.yaml` or `.th` file in
+such a folder, or, on a machine that is online, an upstream name ("hdemucs_mmi", "htdemucs", ...)
+that demucs downloads itself.
+
+The small configurations trained here (PRESETS) use the real classes: `demucs.demucs.Demucs`
+configured like v2 (two BiLSTM layers, no DConv branches, no group norm, GLU, 3-tap decoder
+rewrite) and `demucs.hdemucs.HDemucs`.
+"""
+from __future__ import annotations
+
+import fractions
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from msgpp.constants import SOURCES
+from msgpp.errors import MsgppError
+from msgpp.separators.base import Separator, WeightsInfo
+from msgpp.separators.weights import (
+    atomic_write_bytes, fingerprint, safe_torch_load, shipped_folder, torch_bytes, verify_files,
+    write_checksums,
+)
+
+log = logging.getLogger(__name__)
+
+# Small configurations of the real architectures, trainable on a 2-core CPU (~1 M parameters).
+PRESETS = {
+    "demucs_v2": dict(
+        klass="Demucs", sources=list(SOURCES), audio_channels=2, channels=16, growth=2.0, depth=4,
+        kernel_size=8, stride=4, rewrite=True, glu=True, context=1, lstm_layers=2, dconv_mode=0,
+        norm_starts=99, gelu=False, normalize=False, resample=False, rescale=0.1, samplerate=44100,
+        segment=30,
+    ),
+    "hdemucs_v3": dict(
+        klass="HDemucs", sources=list(SOURCES), audio_channels=2, channels=8, growth=2, depth=5,
+        nfft=4096, hybrid=True, cac=True, rewrite=True, rescale=0.1, samplerate=44100, segment=30,
+    ),
+}
+
+
+def model_classes() -> dict[str, type]:
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
+
+    return {"Demucs": Demucs, "HDemucs": HDemucs, "HTDemucs": HTDemucs}
+
+
+def build_model(config: dict) -> torch.nn.Module:
+    """A demucs model from a PRESETS-style dict (`klass` names the class, the rest are its kwargs)."""
+    config = dict(config)
+    klass_name = config.pop("klass")
+    classes = model_classes()
+    if klass_name not in classes:
+        raise MsgppError(f"unknown demucs class {klass_name!r}; choose one of {', '.join(classes)}")
+    return classes[klass_name](**config)
+
+
+class DemucsSeparator(Separator):
+    """Any demucs model or bag of models; the subclasses fix the name, family and shipped weights."""
+
+    # Chunks of the model's own `segment` (seconds), overlapping by 25 % as demucs' apply_model.
+    segment_seconds = 10.0
+    overlap_seconds = 2.5
+
+    def __init__(self, model: torch.nn.Module, weights: WeightsInfo | None = None):
+        super().__init__(
+            model, weights, sample_rate=model.samplerate, sources=tuple(model.sources),
+            audio_channels=model.audio_channels,
+        )
+        models = list(model.models) if _is_bag(model) else [model]
+        # A transformer model (HTDemucs) takes at most its training length; the others any length.
+        self.segment_seconds = float(min(float(getattr(m, "segment", self.segment_seconds)) for m in models))
+        self.overlap_seconds = 0.25 * self.segment_seconds
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: dict | None = None) -> "DemucsSeparator":
+        """An untrained separator of the preset's architecture (for training)."""
+        return cls(build_model(config or PRESETS[cls.name]))
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "DemucsSeparator":
+        location = shipped_folder(cls.name) if weights is None else weights
+        path = Path(location)
+        if path.exists():
+            model, info = load_local(path)
+        else:
+            model, info = load_upstream(str(location))
+        return cls(model, info).to(device)
+
+    # -- inference ----------------------------------------------------------------------------
+    def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        # demucs' own separate.py habit: normalise by the mixture's level, undo it afterwards.
+        reference = chunks.mean(dim=1, keepdim=True)
+        mean = reference.mean(dim=-1, keepdim=True)
+        scale = reference.std(dim=-1, keepdim=True).clamp_min(1e-5)
+        normalised = (chunks - mean) / scale
+        if _is_bag(self.model):
+            total, weight_sum = 0.0, 0.0
+            for model, weights in zip(self.model.models, self.model.weights):
+                weights = torch.tensor(weights, dtype=chunks.dtype, device=chunks.device)[None, :, None, None]
+                total = total + model(normalised) * weights
+                weight_sum = weight_sum + weights
+            out = total / weight_sum
+        else:
+            out = self.model(normalised)
+        return out * scale[:, None] + mean[:, None]
+
+    # -- training -----------------------------------------------------------------------------
+    def training_loss(self, mixture: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """L1 on the waveforms (demucs' loss), on level-normalised examples as in `forward_chunks`."""
+        reference = mixture.mean(dim=1, keepdim=True)
+        mean = reference.mean(dim=-1, keepdim=True)
+        scale = reference.std(dim=-1, keepdim=True).clamp_min(1e-5)
+        estimate = self.model((mixture - mean) / scale)
+        return torch.nn.functional.l1_loss(estimate, (targets - mean[:, None]) / scale[:, None])
+
+    def save_weights(self, folder: str | Path, training: dict | None = None) -> WeightsInfo:
+        return save_local(self.model, Path(folder), self.name, training)
+
+
+class DemucsV2(DemucsSeparator):
+    name = "demucs_v2"
+    family = "waveform"
+    description = "Demucs v2-style waveform U-Net with BiLSTM (demucs package, Demucs class)"
+
+
+class HDemucsV3(DemucsSeparator):
+    name = "hdemucs_v3"
+    family = "hybrid"
+    description = "Hybrid Demucs v3: waveform and spectrogram U-Nets (demucs package, HDemucs class)"
+
+
+# -- weights: local repositories -------------------------------------------------------------
+def save_local(model: torch.nn.Module, folder: Path, name: str, training: dict | None = None) -> WeightsInfo:
+    """Write `model` as demucs does: `<sig>-<sha8>.th` plus `<name>.yaml` (a bag of one), then
+    SHA256SUMS. The signature is a hash of the architecture, like demucs' experiment signatures."""
+    args, kwargs = model._init_args_kwargs
+    package = {
+        "klass": type(model), "args": list(args), "kwargs": dict(kwargs),
+        "state": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+        "training_args": dict(training or {}),
+    }
+    described = json.dumps({"klass": type(model).__name__, "args": list(args), "kwargs": kwargs,
+                            "training": training or {}}, sort_keys=True, default=str)
+    signature = hashlib.sha256(described.encode()).hexdigest()[:8]
+    data = torch_bytes(package)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = atomic_write_bytes(folder / f"{signature}-{hashlib.sha256(data).hexdigest()[:8]}.th", data)
+    bag_file = atomic_write_bytes(folder / f"{name}.yaml", yaml.safe_dump({"models": [signature]}).encode())
+    write_checksums(folder, [model_file, bag_file])
+    _, info = load_local(bag_file)
+    return info
+
+
+def load_local(path: Path):
+    """(model or bag, WeightsInfo) from a local demucs repository, a bag yaml or a `.th` file."""
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo, ModelLoadingError
+
+    if path.is_dir():
+        folder, name = path, _default_name(path)
+    elif path.suffix in (".yaml", ".th"):
+        folder, name = path.parent, path.stem.rsplit("-", 1)[0] if path.suffix == ".th" else path.stem
+    else:
+        raise MsgppError(f"{path}: not a demucs weights folder, .yaml bag or .th file")
+
+    class SafeLocalRepo(LocalRepo):
+        """demucs' LocalRepo, but each file is sha256-checked and read with weights_only=True."""
+
+        def get_model(self, sig):
+            if sig not in self._models:
+                raise ModelLoadingError(f"no model with signature {sig} in {self.root}")
+            file = Path(self._models[sig])
+            verify_files([file])
+            package = safe_torch_load(file, allowed=[*model_classes().values(), fractions.Fraction])
+            return _model_from_package(package, file)
+
+    try:
+        model_repo = SafeLocalRepo(folder)
+        bags = BagOnlyRepo(folder, model_repo)
+        repo = AnyModelRepo(model_repo, bags)
+        if not repo.has_model(name):
+            raise MsgppError(f"{folder}: no demucs model or bag named {name!r} (have: {', '.join(sorted(repo.list_model())) or 'none'})")
+        files = []
+        if bags.has_model(name) and not model_repo.has_model(name):
+            bag_file = Path(bags.list_model()[name])
+            verify_files([bag_file])
+            files.append(bag_file)
+            bag = yaml.safe_load(bag_file.read_text()) or {}
+            files += [Path(model_repo.list_model()[sig]) for sig in bag.get("models", []) if model_repo.has_model(sig)]
+        else:
+            files.append(Path(model_repo.list_model()[name]))
+        model = repo.get_model(name)
+    except ModelLoadingError as error:
+        raise MsgppError(f"{folder}: {error}") from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise MsgppError(f"{folder}: cannot load demucs weights ({error})") from None
+    model.eval()
+    hashes = {file.name: digest for file, digest in zip(files, verify_files(files).values())}
+    return model, WeightsInfo(location=str(path), sha256=fingerprint(hashes), files=tuple(sorted(hashes)))
+
+
+def load_upstream(name: str):
+    """Download a published demucs model through the demucs package (needs the network)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("MSGPP_OFFLINE") == "1":
+        raise MsgppError(f"demucs weights {name!r}: not a local path, and downloads are off (offline)")
+    from demucs.pretrained import get_model
+
+    try:
+        model = get_model(name)
+    except Exception as error:  # network errors come in many types
+        raise MsgppError(f"demucs weights {name!r}: not a local path, and the download failed ({str(error).splitlines()[0][:160]})") from None
+    # Published files are immutable and named by their hash: the name is a stable key.
+    return model, WeightsInfo(location=name, sha256=hashlib.sha256(f"demucs-upstream:{name}".encode()).hexdigest())
+
+
+def _model_from_package(package, file: Path):
+    from demucs.states import load_model
+
+    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= set(package):
+        raise MsgppError(f"{file}: not a demucs model package (needs klass, args, kwargs, state)")
+    try:
+        return load_model(package)
+    except Exception as error:  # a state dict that does not fit the architecture, etc.
+        raise MsgppError(f"{file}: cannot build the demucs model ({str(error).splitlines()[0][:200]})") from None
+
+
+def _default_name(folder: Path) -> str:
+    bags = sorted(p.stem for p in folder.glob("*.yaml"))
+    models = sorted(p.stem.rsplit("-", 1)[0] for p in folder.glob("*.th"))
+    if len(bags) == 1:
+        return bags[0]
+    if not bags and len(models) == 1:
+        return models[0]
+    choices = bags or models
+    if not choices:
+        raise MsgppError(f"{folder}: no demucs weights (.th or .yaml) in this folder")
+    raise MsgppError(f"{folder}: several demucs models ({', '.join(choices)}); pass the .yaml or .th file itself")
+
+
+def _is_bag(model) -> bool:
+    return type(model).__name__ == "BagOfModels"

@@ -1,0 +1,137 @@
+"""The Spleeter worker: runs inside Spleeter's own environment, loads one model once, separates on demand.
+
+This file is executed by the Spleeter virtual environment's Python (3.8–3.11, tensorflow 2.12,
+spleeter 2.4.2), never imported by msgpp: it uses only the standard library, numpy, tensorflow
+and spleeter. msgpp.separators.spleeter starts it and talks to it over stdin/stdout.
+
+Protocol: every message is an 8-byte little-endian header length, a UTF-8 JSON header, then
+`header["nbytes"]` bytes of payload (float32 arrays, C order, concatenated).
+    worker → msgpp, once loaded:  {"ok": true, "instruments": [...], "sample_rate": 44100, "versions": {...}}
+    msgpp → worker: {"op": "separate", "shape": [samples, 2], "nbytes": n} + the stereo waveform
+    worker → msgpp: {"ok": true, "outputs": [{"name": "vocals", "shape": [samples, 2]}, ...], "nbytes": n} + arrays
+    msgpp → worker: {"op": "quit"}
+Any failure answers {"ok": false, "error": "..."}; a failure while loading also ends the worker.
+The protocol stream is a private copy of stdout; file descriptor 1 is pointed at stderr so that
+nothing TensorFlow prints can corrupt it.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+import traceback
+
+HEADER = struct.Struct("<Q")
+
+
+def read_message(stream):
+    raw = stream.read(HEADER.size)
+    if len(raw) < HEADER.size:
+        return None, b""  # msgpp went away
+    header = json.loads(stream.read(HEADER.unpack(raw)[0]).decode("utf-8"))
+    payload = stream.read(header.get("nbytes", 0)) if header.get("nbytes") else b""
+    return header, payload
+
+
+def write_message(stream, header, payloads=()):
+    payloads = list(payloads)
+    header = dict(header, nbytes=sum(len(payload) for payload in payloads))
+    encoded = json.dumps(header).encode("utf-8")
+    stream.write(HEADER.pack(len(encoded)) + encoded)
+    for payload in payloads:
+        stream.write(payload)
+    stream.flush()
+
+
+class SpleeterModel:
+    """One Spleeter graph and session, built and restored once, run per request."""
+
+    def __init__(self, params_path, threads):
+        import numpy as np
+        import tensorflow as tf
+        from spleeter.model import EstimatorSpecBuilder, InputProviderFactory
+        from spleeter.model.provider import ModelProvider
+        from spleeter.utils.configuration import load_configuration
+
+        self.np = np
+        params = load_configuration(params_path)
+        params["MWF"] = bool(params.get("MWF", False))
+        # The provider resolves model_dir (relative names under $MODEL_PATH) and only downloads
+        # when the folder has no `.probe`; msgpp hands it an existing folder.
+        params["model_dir"] = ModelProvider.default().get(params["model_dir"])
+        checkpoint = tf.train.latest_checkpoint(params["model_dir"])
+        if checkpoint is None:
+            raise RuntimeError(f"no TensorFlow checkpoint in {params['model_dir']}")
+        self.params = params
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.keras.backend.set_learning_phase(0)  # inference: dropout off, BN moving stats
+            self.features = InputProviderFactory.get(params).get_input_dict_placeholders()
+            builder = EstimatorSpecBuilder(self.features, params)
+            self.outputs = {name: tensor for name, tensor in builder.outputs.items() if name != "audio_id"}
+            config = tf.compat.v1.ConfigProto(
+                intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads
+            )
+            self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+            tf.compat.v1.train.Saver().restore(self.session, checkpoint)
+        self.instruments = list(params["instrument_list"])
+        self.sample_rate = int(params["sample_rate"])
+
+    def separate(self, waveform):
+        feed = {self.features["waveform"]: waveform, self.features["audio_id"]: ""}
+        results = self.session.run(self.outputs, feed_dict=feed)
+        return {name: self.np.ascontiguousarray(results[name], dtype=self.np.float32) for name in self.instruments}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True, help="spleeter JSON configuration (model_dir an absolute path)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    protocol_in = sys.stdin.buffer
+    try:
+        model = SpleeterModel(args.params, args.threads)
+    except Exception as error:  # reported to msgpp, which raises it as a one-line error
+        traceback.print_exc()
+        write_message(protocol_out, {"ok": False, "error": f"{type(error).__name__}: {error}"})
+        return 1
+    import numpy as np
+    import spleeter
+    import tensorflow as tf
+
+    versions = {"tensorflow": tf.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+    versions["spleeter"] = getattr(spleeter, "__version__", None) or _distribution_version("spleeter")
+    write_message(
+        protocol_out,
+        {"ok": True, "instruments": model.instruments, "sample_rate": model.sample_rate, "versions": versions},
+    )
+    while True:
+        header, payload = read_message(protocol_in)
+        if header is None or header.get("op") == "quit":
+            return 0
+        try:
+            if header.get("op") != "separate":
+                raise ValueError(f"unknown op {header.get('op')!r}")
+            waveform = np.frombuffer(payload, dtype=np.float32).reshape(header["shape"])
+            estimates = model.separate(waveform)
+            outputs = [{"name": name, "shape": list(array.shape)} for name, array in estimates.items()]
+            write_message(protocol_out, {"ok": True, "outputs": outputs}, [a.tobytes() for a in estimates.values()])
+        except Exception as error:
+            traceback.print_exc()
+            write_message(protocol_out, {"ok": False, "error": f"{type(error).__name__}: {error}"})
+
+
+def _distribution_version(name):
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""MSG training: salient windows, the DataModule, the LightningModule, resume, export, logging.
+
+Runs on a tiny synthetic estimate cache built here (tones with gaps; "separators" that low-pass
+or add noise), written in the real cache layout with meta.json, and tiny models.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msgpp.audio import save_audio
+from msgpp.errors import MsgppError
+from msgpp.separators.cache import write_meta
+from msgpp.training.windows import WindowIndex, salient_starts
+
+RATE = 44100
+TINY_GENERATOR = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
+TINY_DISCRIMINATORS = dict(stft_n_ffts=[256, 128], stft_channels=4, periods=[2, 3], period_channels=[4, 8])
+TRACKS = ("alpha", "beta", "gamma", "delta")
+
+
+def _tone(seed: int, seconds: float) -> np.ndarray:
+    """A stereo harmonic tone with a silent gap in the middle (so not every window is salient)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = rng.uniform(150, 400)
+    mono = sum(0.3 / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6)) for k in range(1, 6))
+    mono[int(1.6 * RATE):int(2.6 * RATE)] = 0.0
+    return np.stack([mono, 0.9 * mono]).astype(np.float32)
+
+
+def _degrade(audio: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "lowpass":
+        kernel = np.ones(9) / 9
+        out = np.stack([np.convolve(channel, kernel, mode="same") for channel in audio])
+        return (out + 0.01 * rng.standard_normal(audio.shape)).astype(np.float32)
+    if kind == "noise":
+        return (audio + 0.05 * rng.standard_normal(audio.shape)).astype(np.float32)
+    return (0.8 * audio + 0.02 * rng.standard_normal(audio.shape)).astype(np.float32)
+
+
+def make_fake_cache(folder: Path, seconds: float = 4.0) -> tuple[Path, Path]:
+    """(root, cache): TRACKS in <root>/train and 1 track in <root>/test; separators sepa
+    (low-pass), sepb (noise) and unseen (quieter + noise), cached for both subsets."""
+    root, cache = folder / "musdb", folder / "estimates"
+    kinds = {"sepa": "lowpass", "sepb": "noise", "unseen": "quiet"}
+    for subset, tracks in (("train", TRACKS), ("test", ("omega",))):
+        for number, track in enumerate(tracks):
+            target = _tone(number + (100 if subset == "test" else 0), seconds)
+            save_audio(root / subset / track / "vocals.wav", target, RATE)
+            for separator, kind in kinds.items():
+                out = cache / separator / "0123456789ab" / subset / track
+                save_audio(out / "vocals.wav", np.clip(_degrade(target, kind, number), -1, 1), RATE)
+                write_meta(out, {"separator": separator, "sample_rate": RATE})
+    return root, cache
+
+
+@pytest.fixture(scope="module")
+def fake_cache(tmp_path_factory) -> tuple[Path, Path]:
+    return make_fake_cache(tmp_path_factory.mktemp("training-data"))
+
+
+def tiny_datamodule(root, cache, **overrides):
+    from msgpp.training.datamodule import MSGDataModule
+
+    settings = dict(root=str(root), cache=str(cache), source="vocals", separators=["sepa", "sepb"],
+                    held_out=["unseen"], sample_rate=8000, window_seconds=0.5, hop_seconds=0.25,
+                    batch_size=4, val_fraction=0.25, val_windows_per_track=2, seed=3)
+    settings.update(overrides)
+    return MSGDataModule(**settings)
+
+
+def tiny_module(**overrides):
+    from msgpp.training.module import MSGModule
+
+    settings = dict(source="vocals", generator=TINY_GENERATOR, discriminators=TINY_DISCRIMINATORS,
+                    sample_rate=8000, balance_steps=3, lr=1e-3)
+    settings.update(overrides)
+    return MSGModule(**settings)
+
+
+def tiny_trainer(folder, max_batches: int, **overrides):
+    import lightning as L
+
+    settings = dict(accelerator="cpu", devices=1, max_steps=2 * max_batches, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(folder))
+    settings.update(overrides)
+    return L.Trainer(**settings)
+
+
+class LossRecorder:
+    """A callback that keeps every batch's logged losses."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Recorder(L.Callback):
+            def __init__(self):
+                self.rows = []
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                metrics = trainer.callback_metrics
+                self.rows.append({k: float(metrics[k]) for k in ("train/d_loss", "train/g_loss", "train/reconstruction")})
+
+        return _Recorder()
+
+
+# -- windows --------------------------------------------------------------------------------------
+
+
+def test_salient_starts_skip_silence_and_follow_threshold():
+    window, hop = 100, 50
+    signal = np.zeros(1000, dtype=np.float32)
+    signal[300:600] = 0.1  # -20 dBFS
+    starts = salient_starts(signal, window, hop, threshold_db=-60)
+    assert all(np.mean(signal[s:s + window] ** 2) > 1e-6 for s in starts)
+    assert list(starts) == [250, 300, 350, 400, 450, 500, 550]
+    assert salient_starts(signal, window, hop, threshold_db=-10).size == 0  # -20 dB is below -10
+    assert salient_starts(signal[:50], window, hop).size == 0  # shorter than one window
+
+
+def test_window_index_numbers_tracks():
+    a, b = np.ones(400, dtype=np.float32), np.zeros(400, dtype=np.float32)
+    b[200:] = 0.5
+    index = WindowIndex.build([a, b], window=100, hop=100)
+    assert len(index) == 4 + 2
+    assert list(index.tracks) == [0, 0, 0, 0, 1, 1]
+    assert list(index.starts[index.tracks == 1]) == [200, 300]
+
+
+# -- data module ----------------------------------------------------------------------------------
+
+
+def test_datamodule_split_stream_and_swaps(fake_cache):
+    root, cache = fake_cache
+    datamodule = tiny_datamodule(root, cache, swap_probability=0.5)
+    datamodule.setup("fit")
+    stream = datamodule.train_set
+    assert stream.data.tracks and datamodule.val_set is not None
+    assert set(stream.data.tracks).isdisjoint(datamodule.val_set.data.tracks)  # split by track
+    assert len(stream.data.tracks) + len(datamodule.val_set.data.tracks) == len(TRACKS)
+    assert "unseen" not in stream.separators and datamodule.val_separators == ["sepa", "sepb", "unseen"]
+    # silence (1.6–2.6 s) never starts a window; all windows in range
+    starts = stream.index.starts / 8000
+    assert not np.any((starts >= 1.6) & (starts + 0.5 <= 2.6))
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["estimate"].shape == batch["target"].shape == (4, 1, 4000)
+    # the estimate is peak-normalised, the target carries the same gain
+    assert torch.allclose(batch["estimate"].abs().amax(-1), torch.ones(4, 1), atol=1e-5)
+    # swapped examples are the ground truth; others are not
+    swapped = [datamodule.train_set.example(p)["swapped"].item() for p in range(200)]
+    assert 0.3 < np.mean(swapped) < 0.7
+    for p in range(20):
+        example = datamodule.train_set.example(p)
+        same = torch.equal(example["estimate"], example["target"])
+        assert same == bool(example["swapped"])
+
+
+def test_stream_is_seeded_and_position_addressed(fake_cache):
+    root, cache = fake_cache
+    first, second, other = (tiny_datamodule(root, cache, seed=s) for s in (3, 3, 4))
+    for datamodule in (first, second, other):
+        datamodule.setup("fit")
+    a = [first.train_set.example(p)["estimate"] for p in range(12)]
+    b = [second.train_set.example(p)["estimate"] for p in range(12)]
+    c = [other.train_set.example(p)["estimate"] for p in range(12)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    # starting the stream at batch 2 yields exactly batches 2.. of a stream started at 0
+    stream = first.train_set
+    stream.start_batch = 0
+    whole = torch.stack([e["estimate"] for e in stream])
+    stream.start_batch = 2
+    later = torch.stack([e["estimate"] for e in stream])
+    assert torch.equal(later[: len(later) - 2 * stream.batch_size], whole[2 * stream.batch_size:])
+    # two workers give the same batches in the same order
+    loader = first.train_dataloader()
+    first.num_workers = 2
+    parallel = first.train_dataloader()
+    assert all(torch.equal(x["estimate"], y["estimate"]) for x, y in zip(loader, parallel))
+
+
+def test_datamodule_errors_name_the_problem(fake_cache, tmp_path):
+    root, cache = fake_cache
+    with pytest.raises(MsgppError, match="both trained on and held out"):
+        tiny_datamodule(root, cache, separators=["sepa", "unseen"], held_out=["unseen"])
+    with pytest.raises(MsgppError, match="unknown source"):
+        tiny_datamodule(root, cache, source="kazoo")
+    with pytest.raises(MsgppError, match="no cached estimates for separator 'nope'"):
+        tiny_datamodule(root, cache, separators=["nope"]).setup("fit")
+    with pytest.raises(MsgppError, match=str(tmp_path / "missing")):
+        tiny_datamodule(tmp_path / "missing", cache).setup("fit")
+
+
+# -- module ---------------------------------------------------------------------------------------
+
+
+def test_training_reduces_reconstruction_and_counts_steps(fake_cache, tmp_path):
+    import lightning as L
+
+    root, cache = fake_cache
+    L.seed_everything(0)
+    module, recorder = tiny_module(balance_steps=1000, lr=3e-3), LossRecorder()
+    datamodule = tiny_datamodule(root, cache, batch_size=8)
+    trainer = tiny_trainer(tmp_path, max_batches=30, callbacks=[recorder])
+    trainer.fit(module, datamodule)
+    assert trainer.global_step == 60 and module.batches_done == 30  # two optimiser steps per batch
+    reconstruction = [row["train/reconstruction"] for row in recorder.rows]
+    assert len(reconstruction) == 30
+    assert np.mean(reconstruction[-5:]) < 0.8 * np.mean(reconstruction[:5])
+
+
+def test_balancer_freezes_at_configured_step_and_lives_in_checkpoint(fake_cache, tmp_path):
+    root, cache = fake_cache
+    module = tiny_module(balance_steps=3)
+    datamodule = tiny_datamodule(root, cache)
+    trainer = tiny_trainer(tmp_path, max_batches=3)
+    trainer.fit(module, datamodule)
+    frozen = module.balancer.weights
+    assert module.balancer.frozen and int(module.balancer.steps) == 3
+    assert frozen != {name: 1 / 3 for name in frozen}
+    trainer = tiny_trainer(tmp_path, max_batches=6)
+    trainer.fit(module, datamodule)
+    assert module.balancer.weights == frozen and int(module.balancer.steps) == 3
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    checkpoint = torch.load(tmp_path / "run.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["msgpp"]["loss_weights"] == pytest.approx(frozen)
+    restored = tiny_module(balance_steps=3)
+    restored.load_state_dict(checkpoint["state_dict"])
+    assert restored.balancer.weights == frozen and restored.balancer.frozen
+
+
+def test_resume_after_kill_continues_identically(fake_cache, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    import lightning as L
+
+    root, cache = fake_cache
+
+    class Kill(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if pl_module.batches_done == 4:
+                raise RuntimeError("killed")
+
+    def run(folder, batches, callbacks, ckpt_path=None):
+        L.seed_everything(0)
+        recorder = LossRecorder()
+        trainer = tiny_trainer(folder, batches, callbacks=[recorder, *callbacks], enable_checkpointing=True)
+        # batches_per_epoch 5 (20 examples / 4): the kill lands mid-epoch 0 and the run crosses an epoch
+        trainer.fit(tiny_module(), tiny_datamodule(root, cache, examples_per_epoch=20), ckpt_path=ckpt_path)
+        return recorder.rows
+
+    reference = run(tmp_path / "a", 7, [])
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "b", save_last=True, every_n_train_steps=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "b", 7, [checkpoints, Kill()])
+    resumed = run(tmp_path / "b", 7, [ModelCheckpoint(dirpath=tmp_path / "b", save_last=True)],
+                  ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert len(resumed) == 3
+    for expected, actual in zip(reference[4:], resumed):
+        assert actual == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_validation_logs_per_separator_metrics_and_csv_media(fake_cache, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from msgpp.training.callbacks import ValidationMediaLogger
+
+    root, cache = fake_cache
+    module = tiny_module()
+    trainer = tiny_trainer(tmp_path, 2, limit_val_batches=None, logger=CSVLogger(tmp_path, name="csv"),
+                           callbacks=[ValidationMediaLogger(clips=2)])
+    trainer.fit(module, tiny_datamodule(root, cache))
+    assert [row["separator"] for row in module.val_table] == ["sepa", "sepb", "unseen"]
+    for row in module.val_table:
+        assert row["mrstft_raw"] > 0 and math.isclose(row["change"], row["mrstft_enhanced"] - row["mrstft_raw"])
+    media = Path(trainer.logger.log_dir) / "media" / "step-4"
+    assert sorted(p.name for p in media.iterdir()) == sorted(
+        [f"clip{n}-{kind}.wav" for n in (0, 1) for kind in ("input", "enhanced", "target")]
+        + ["clip0-spectrogram.png", "clip1-spectrogram.png", "metrics_table.csv"]
+    )
+
+
+def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_path):
+    from msgpp.hub import load_inference_file
+    from msgpp.models.generator import Generator
+    from msgpp.training.commands import export_checkpoint
+
+    root, cache = fake_cache
+    module = tiny_module()
+    trainer = tiny_trainer(tmp_path, 4)
+    trainer.fit(module, tiny_datamodule(root, cache))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    path = export_checkpoint(tmp_path / "run.ckpt", tmp_path / "out")
+    assert path.name.startswith("msg-vocals-") and path.suffix == ".pt"
+    package = load_inference_file(path)
+    assert package["source"] == "vocals" and package["sample_rate"] == 8000
+    assert package["loss_weights"] == pytest.approx(module.balancer.weights)
+    assert package["training"]["separators"] == ["sepa", "sepb"] and package["training"]["batches"] == 4
+    generator = Generator(**package["generator_config"])
+    generator.load_state_dict(package["state_dict"])
+    audio = torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        assert torch.allclose(generator(audio), module.generator.eval()(audio), atol=1e-6)
+    assert os.path.getsize(path) < 2 * sum(p.numel() * 4 for p in generator.parameters()) + 100_000
+    with pytest.raises(MsgppError, match="not a checkpoint written by `msgpp train`"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        export_checkpoint(tmp_path / "other.ckpt", tmp_path / "out")
+
+
+# -- the command line (subprocesses: LightningCLI, W&B offline, DDP) -----------------------------
+
+
+def _write_config(folder: Path, root: Path, cache: Path, **trainer) -> Path:
+    settings = {"accelerator": "cpu", "devices": 1, "max_steps": 4, "precision": "32-true",
+                "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                "default_root_dir": str(folder / "run"), "log_every_n_steps": 1, **trainer}
+    config = {
+        "seed_everything": 0,
+        "trainer": settings,
+        "model": {"generator": TINY_GENERATOR, "discriminators": TINY_DISCRIMINATORS, "balance_steps": 2},
+        "data": {"root": str(root), "cache": str(cache), "source": "vocals", "separators": ["sepa", "sepb"],
+                 "held_out": ["unseen"], "sample_rate": 8000, "window_seconds": 0.5, "hop_seconds": 0.25,
+                 "batch_size": 2, "val_fraction": 0.25, "val_windows_per_track": 1, "seed": 1},
+    }
+    path = folder / "config.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def _msgpp(*args, env=None, cwd=None):
+    environment = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "msgpp.cli", *args], capture_output=True, text=True,
+                          env=environment, cwd=cwd, timeout=300)
+
+
+@pytest.mark.pipeline
+def test_msgpp_train_with_wandb_offline_logs_audio_then_export(fake_cache, tmp_path):
+    root, cache = fake_cache
+    config = _write_config(tmp_path, root, cache, limit_val_batches=2, val_check_interval=2,
+                           callbacks=[{"class_path": "msgpp.training.callbacks.ValidationMediaLogger",
+                                       "init_args": {"clips": 1}},
+                                      {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                       "init_args": {"save_last": True}}])
+    env = {"WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(tmp_path / "no-netrc"), "HOME": str(tmp_path)}
+    result = _msgpp("train", "--config", str(config), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, result.stderr[-2000:]
+    audio = sorted(p.name for p in (runs[0] / "files" / "media" / "audio").rglob("*.wav"))
+    assert len(audio) == 3 and any("clip0" in name for name in audio)
+    assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    exported = _msgpp("export", str(checkpoint), "--out", str(tmp_path / "weights"))
+    assert exported.returncode == 0, exported.stderr
+    assert Path(exported.stdout.strip()).is_file()
+    missing = _msgpp("export", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "weights"))
+    assert missing.returncode == 2 and "nope.ckpt: no such checkpoint" in missing.stderr
+
+
+@pytest.mark.pipeline
+def test_ddp_two_cpu_processes_agree(fake_cache, tmp_path):
+    root, cache = fake_cache
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import lightning as L
+        from test_training import tiny_module, tiny_datamodule
+        from pathlib import Path
+        L.seed_everything(0)
+        module = tiny_module(balance_steps=2)
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true",
+                            max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        datamodule = tiny_datamodule(Path({str(root)!r}), Path({str(cache)!r}), batch_size=2)
+        trainer.fit(module, datamodule)
+        first = datamodule.train_set.example(datamodule.train_set.position(0, 0))["estimate"]
+        torch.save({{"state": module.state_dict(), "world": trainer.world_size, "first": first,
+                    "steps": trainer.global_step}}, {str(tmp_path)!r} + f"/rank{{trainer.global_rank}}.pt")
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world"] == 2 and ranks[0]["steps"] == ranks[1]["steps"] == 6
+    assert not torch.equal(ranks[0]["first"], ranks[1]["first"])  # each rank read its own slice
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key  # weights, balancer, autoclip agree
+    assert int(ranks[0]["state"]["balancer.steps"]) == 2
