@@ -5,7 +5,7 @@ import pytest
 
 from msgpp.constants import SOURCES
 from msgpp.data.plan import (
-    BASS_PROGRAMS, DRUM_CHANNEL, MAJOR, MINOR, VOCAL_PROGRAMS, Clock, _voicing, chord_tones, make_song_plan,
+    BASS_PROGRAMS, DRUM_CHANNEL, MAJOR, MINOR, STYLE_TEMPI, VOCAL_PROGRAMS, Clock, _voicing, chord_tones, make_song_plan,
 )
 
 
@@ -27,6 +27,8 @@ def test_same_seed_same_plan_other_seed_or_song_differs():
 def test_plan_ranges(index):
     plan = make_song_plan(3, "train", index, 20.0)
     assert 78 <= plan.tempo <= 150
+    low, high = STYLE_TEMPI[plan.style]
+    assert low <= plan.tempo <= high
     assert list(plan.stems) == list(SOURCES)
     assert plan.stems["drums"].parts[0].channel == DRUM_CHANNEL and plan.stems["drums"].parts[0].bank == 128
     bass = plan.stems["bass"].parts[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import signal as sps
 
-from msgpp.audio import save_audio
+from msgpp.audio import load_audio, save_audio
 from msgpp.constants import SOURCES
 from msgpp.evaluation.evaluate import EnhancerSpec, evaluate
 from msgpp.evaluation.report import build_report
@@ -169,3 +169,46 @@ def test_report_builds_and_opens_in_headless_chromium(setup, tmp_path):
     assert attributes["images-loaded"] == attributes["images-total"]  # every figure file loaded
     assert int(attributes["audio-total"]) >= 4 and attributes["audio-errors"] == "0"
     assert attributes["audio-ready"] == attributes["audio-total"]  # every player could read its wav
+
+
+def test_evaluate_command_with_a_real_enhancer_file(setup, tmp_path):
+    """The CLI path: an inference file (a tiny untrained generator) enhances, is keyed by its hash."""
+    import torch
+
+    from msgpp import hub
+    from msgpp.cli import main
+    from msgpp.models.generator import build_generator
+
+    root, cache, _, _, _ = setup
+    torch.manual_seed(0)
+    generator = build_generator("small", channels=4, depth=3)
+    weights = hub.save_inference_file(tmp_path / "weights", "msg-bass", source="bass", sample_rate=16000,
+                                      generator_config=generator.config, state_dict=generator.state_dict(),
+                                      training={"separators": ["demucs_v2"]})
+    out = tmp_path / "out"
+    argv = ["evaluate", "--root", str(root), "--cache", str(cache), "--out", str(out), "--enhancers", f"bass={weights}",
+            "--separators", "demucs_v2", "--sources", "bass", "--mono16k", "--no-report", "--quiet"]
+    assert main(argv) == 0
+    table = ResultTable(out / "results.csv")
+    enhancer_id = hub.sha256_file(weights)[:12] + "-m16k"  # 16-kHz-mono enhancement is keyed apart
+    assert len(table) == 2 * 2 and {r["enhancer_id"] for r in table.select(variant="msg")} == {enhancer_id}
+    enhanced = sorted((out / "enhanced" / enhancer_id).rglob("bass.wav"))
+    assert len(enhanced) == 2
+    audio, rate = load_audio(enhanced[0])
+    assert rate == 16000 and audio.shape[0] == 1
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["enhancers"]["bass"]["training_separators"] == ["demucs_v2"]  # the report marks others "unseen"
+    assert main(argv + ["--enhancers", "bass=no/such/file.pt"]) == 2  # a user error: one line, status 2
+
+
+@pytest.mark.slow
+def test_museval_columns_are_filled_on_request(setup, tmp_path):
+    root, cache, out, enhancers, _ = setup
+    copy = tmp_path / "report"
+    shutil.copytree(out, copy)
+    run = evaluate(root, cache, copy, enhancers=enhancers, separators=["openunmix"], museval=True, progress=False)
+    assert run.computed_rows == 2 * (4 + 2)  # rows existed but lacked SDR: only museval ran again
+    rows = run.table.select(separator="openunmix")
+    assert all(np.isfinite(r["sdr"]) and np.isfinite(r["sar"]) for r in rows)
+    clean = run.table.select(separator="openunmix", source="bass", variant="raw")[0]
+    assert clean["sdr"] > 0

@@ -15,9 +15,13 @@ from msgpp.errors import MsgppError
 # Modules with `register(subparsers)`, which adds a parser whose defaults hold `func(args)`.
 COMMAND_MODULES = [
     "msgpp.data.commands",
+    "msgpp.separators.commands",
     "msgpp.demo",
     "msgpp.training.commands",
     "msgpp.separators.wavenet_keras",
+    "msgpp.separators.spleeter",
+    "msgpp.enhance_commands",
+    "msgpp.evaluation.commands",
 ]
 
 

@@ -105,6 +105,9 @@ def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list
             found.append((given, Path(given.name)))
         else:
             raise MsgppError(f"{given}: no such file or folder")
+    if out.suffix and not out.is_dir() and out.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise MsgppError(f"--out {out}: unsupported output extension {out.suffix!r} (use {', '.join(AUDIO_EXTENSIONS)}, "
+                         "or a folder; a new folder's name must not end in an extension)")
     if out.suffix.lower() in AUDIO_EXTENSIONS and not out.is_dir():
         if len(found) != 1:
             raise MsgppError(f"--out {out}: a file name takes exactly one input, got {len(found)}; give a folder")

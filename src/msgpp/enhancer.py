@@ -435,6 +435,7 @@ def _write_atomically(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
                     writer.write((block * gain).T)
         if clipped:
             log.warning("%s: clipped %d samples above full scale (--clip clip)", target, clipped)
+        os.chmod(final, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs get the usual mode
         os.replace(final, target)
     except (OSError, sf.LibsndfileError) as error:
         raise MsgppError(f"{target}: cannot write ({_first_line(error)})") from None
@@ -448,6 +449,12 @@ def _temporary(target: Path, suffix: str, created: list[str]) -> str:
     os.close(descriptor)
     created.append(name)
     return name
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _progress_bar(progress, total_seconds: float, name: str):

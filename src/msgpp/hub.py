@@ -40,7 +40,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def versions() -> dict[str, str]:
     import msgpp
 
-    found = {"msgpp": msgpp.__version__, "torch": torch.__version__}
+    found = {"msgpp": msgpp.__version__, "torch": str(torch.__version__)}  # TorchVersion fails weights_only
     try:
         import lightning
 

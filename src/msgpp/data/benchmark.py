@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"
 FORMAT = "msgpp-embedded-benchmark/1"
+# Bump whenever a change to plan.py or render.py changes the audio of a given seed: a folder made
+# by another generator is then refused instead of being completed with songs of a different kind.
+GENERATOR = 1
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
     soundfont = check_soundfont(soundfont) if soundfont is not None else default_soundfont()
     root = Path(root)
     identity = {
-        "format": FORMAT, "preset": preset, "seed": seed, "sample_rate": MUSDB_SAMPLE_RATE,
+        "format": FORMAT, "generator": GENERATOR, "preset": preset, "seed": seed, "sample_rate": MUSDB_SAMPLE_RATE,
         "seconds": settings.seconds, "train": settings.train, "test": settings.test,
         "soundfont": {"name": soundfont.name, "sha256": file_sha256(soundfont)},
     }

@@ -37,6 +37,9 @@ PROGRESSIONS = {
 }
 
 DRUM_STYLES = ("rock", "funk", "half-time", "shuffle", "four")
+STYLE_TEMPI = {  # BPM range in which each groove sounds natural; together they cover 78–150
+    "rock": (78, 150), "funk": (78, 124), "half-time": (100, 150), "shuffle": (78, 140), "four": (100, 150),
+}
 DRUM_KITS = {  # GM drum-kit presets (bank 128) that suit each style
     "rock": (0, 8, 16), "funk": (0, 8, 24), "half-time": (0, 16, 24, 25),
     "shuffle": (0, 8, 32, 40), "four": (0, 24, 25),
@@ -62,6 +65,9 @@ KICK, SNARE, RIM, CLAP, HAT, PEDAL_HAT, OPEN_HAT, RIDE, CRASH, CRASH2 = 36, 38, 
 TOMS = (50, 48, 47, 45, 43, 41)  # high to low
 
 DRUM_CHANNEL = 9
+# The vocal gate: open from a phrase's first note to GATE_TAIL s after its last note ends, then
+# closing over GATE_FADE s; phrases closer than GATE_MIN_GAP s count as one.
+GATE_TAIL, GATE_FADE, GATE_MIN_GAP = 0.5, 0.25, 0.3
 BLOCK = 64  # FluidSynth renders in blocks of 64 samples; events are placed on block edges
 
 
@@ -95,6 +101,7 @@ class StemPlan:
     parts: list[Part]
     gain_db: float  # level relative to the other stems in the mix
     highpass_hz: float
+    gated: bool = False  # silence between phrases, past the release/reverb tail (vocals)
 
     def active_spans(self, min_gap: float = 0.0) -> list[tuple[float, float]]:
         """(start, end) seconds during which some note of this stem is held; spans closer than
@@ -137,15 +144,15 @@ class SongPlan:
     def bar_seconds(self) -> float:
         return 4 * 60.0 / self.tempo
 
-    def vocal_gaps(self, release: float = 0.6) -> list[tuple[float, float]]:
-        """Stretches where the vocals are silent: between phrases (and before the first), starting
-        `release` seconds after a phrase's last note ends, so the voice's release and reverb tail
-        are over. Only stretches of at least 0.25 s are returned."""
-        spans = self.stems["vocals"].active_spans(min_gap=0.3)
+    def vocal_gaps(self, release: float = GATE_TAIL + GATE_FADE) -> list[tuple[float, float]]:
+        """Stretches where the vocals are silent: before the first phrase and between phrases,
+        starting `release` seconds after a phrase's last note ends (when the gate has closed).
+        Only stretches of at least 0.25 s are returned."""
+        spans = self.stems["vocals"].active_spans(min_gap=GATE_MIN_GAP)
         gaps, previous_end = [], 0.0
         for start, end in spans + [(self.duration, self.duration)]:
             gap_start = previous_end + (release if previous_end > 0 else 0.0)
-            gap_end = min(start, self.duration)
+            gap_end = min(start - 0.02, self.duration)  # the gate opens 10 ms before a phrase: stay clear
             if gap_end - gap_start >= 0.25:
                 gaps.append((gap_start, gap_end))
             previous_end = end
@@ -177,7 +184,7 @@ def song_rng(seed: int, subset: str, index: int) -> np.random.Generator:
 def make_song_plan(seed: int, subset: str, index: int, duration: float) -> SongPlan:
     rng = song_rng(seed, subset, index)
     tempo = float(rng.uniform(78, 150))
-    style = str(rng.choice(DRUM_STYLES))
+    style = str(rng.choice([name for name in DRUM_STYLES if STYLE_TEMPI[name][0] <= tempo <= STYLE_TEMPI[name][1]]))
     swing = {"shuffle": rng.uniform(0.62, 0.68), "funk": rng.uniform(0.5, 0.56)}.get(style, rng.choice([0.5, 0.5, 0.54]))
     key = int(rng.integers(12))
     mode = str(rng.choice(["major", "minor"]))
@@ -189,7 +196,7 @@ def make_song_plan(seed: int, subset: str, index: int, duration: float) -> SongP
         "drums": _drums(rng, clock, style, sections),
         "bass": _bass(rng, clock, style, key, mode, chords, sections),
         "other": _other(rng, clock, style, chords, sections),
-        "vocals": _vocals(rng, clock, key, mode, chords, sections),
+        "vocals": _vocals(rng, clock, key, mode, chords, sections, duration),
     }
     for stem in stems.values():  # the excerpt ends at `duration`: drop notes that start after it
         for part in stem.parts:
@@ -491,7 +498,7 @@ def _comp_bar(rng, pattern, voicing, root_pc, kind):
 
 
 # ---------------------------------------------------------------------------------------- vocals
-def _vocals(rng, clock, key, mode, chords, sections) -> StemPlan:
+def _vocals(rng, clock, key, mode, chords, sections, duration) -> StemPlan:
     program = int(rng.choice(VOCAL_PROGRAMS))
     scale = MAJOR if mode == "major" else MINOR
     # the singable scale notes, about G3..A5, sung around the key's tonic
@@ -503,7 +510,8 @@ def _vocals(rng, clock, key, mode, chords, sections) -> StemPlan:
         harmony = Part("harmony", 1, 0, int(rng.choice(VOCAL_PROGRAMS)), pan=int(64 + rng.choice([-1, 1]) * rng.integers(15, 35)),
                        volume=90, reverb=lead.reverb)
     current = int(rng.integers(len(pitches) // 3, 2 * len(pitches) // 3))
-    first_bar = int(rng.choice([0, 1, 2]))
+    # the voice comes in on one of the first bars, but within the first 40 % of a short excerpt
+    first_bar = min(int(rng.choice([0, 1, 2])), int(0.4 * duration / (4 * clock.beat)))
     phrase_ends: list[float] = []
     for section in sections:
         if section.kind == "fill":
@@ -530,7 +538,7 @@ def _vocals(rng, clock, key, mode, chords, sections) -> StemPlan:
     if harmony is not None and harmony.notes:
         harmony.bends = list(lead.bends)  # the same singer's inflections
         parts.append(harmony)
-    return StemPlan("vocals", parts, gain_db=float(rng.uniform(0, 3)), highpass_hz=60.0)
+    return StemPlan("vocals", parts, gain_db=float(rng.uniform(0, 3)), highpass_hz=60.0, gated=True)
 
 
 def _phrase(rng, clock, start_beat, end_beat, chords, pitches, current):

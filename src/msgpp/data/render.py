@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from msgpp.constants import MUSDB_SAMPLE_RATE, SOURCES
-from msgpp.data.plan import BLOCK, Part, SongPlan, StemPlan
+from msgpp.data.plan import BLOCK, GATE_FADE, GATE_MIN_GAP, GATE_TAIL, Part, SongPlan, StemPlan
 from msgpp.errors import MsgppError
-
-log = logging.getLogger(__name__)
 
 SOUNDFONT_CANDIDATES = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",  # Debian/Ubuntu fluid-soundfont-gm
@@ -87,7 +84,7 @@ class Renderer:
         self._write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                       ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         self._write_float.restype = ctypes.c_int
-        self._keeper = self._new_synth()  # holds the soundfont's samples in FluidSynth's cache
+        self._keeper, _ = self._new_synth()  # holds the soundfont's samples in FluidSynth's cache
 
     def _silence_fluidsynth_log(self) -> None:
         # FluidSynth prints warnings (e.g. missing presets) to stderr; keep only errors.
@@ -106,8 +103,7 @@ class Renderer:
         if soundfont_id < 0:
             synth.delete()
             raise MsgppError(f"{self.soundfont}: FluidSynth could not load this soundfont")
-        synth._msgpp_sfid = soundfont_id
-        return synth
+        return synth, soundfont_id
 
     def close(self) -> None:
         if self._keeper is not None:
@@ -121,18 +117,19 @@ class Renderer:
     def render_stem(self, stem: StemPlan, duration: float) -> np.ndarray:
         samples = int(round(duration * self.sample_rate))
         total = -(-samples // BLOCK) * BLOCK
-        synth = self._new_synth()
+        synth, soundfont_id = self._new_synth()
         try:
-            audio = self._play(synth, stem.parts, total)
+            audio = self._play(synth, soundfont_id, stem.parts, total)
         finally:
             synth.delete()
         audio = highpass(audio[:, :samples], stem.highpass_hz, self.sample_rate)
+        if stem.gated:
+            audio *= gate_envelope(stem, samples, self.sample_rate)
         return narrow_stereo(audio)
 
-    def _play(self, synth, parts: list[Part], total: int) -> np.ndarray:
-        sfid = synth._msgpp_sfid
+    def _play(self, synth, soundfont_id: int, parts: list[Part], total: int) -> np.ndarray:
         for part in parts:
-            if synth.program_select(part.channel, sfid, part.bank, part.program) != 0:
+            if synth.program_select(part.channel, soundfont_id, part.bank, part.program) != 0:
                 raise MsgppError(
                     f"{self.soundfont}: no preset bank {part.bank} program {part.program} "
                     "(a General MIDI soundfont is needed)"
@@ -188,6 +185,21 @@ def _events(parts: list[Part], sample_rate: int, total: int) -> list[tuple]:
             events.append((block_of(seconds), 1, "bend", part.channel, value, 0))
     events.sort(key=lambda e: (e[0], e[1], e[3], e[4]))
     return events
+
+
+def gate_envelope(stem: StemPlan, samples: int, sample_rate: int) -> np.ndarray:
+    """1 while a phrase sounds and for GATE_TAIL s after it, a raised-cosine close over GATE_FADE s,
+    then exactly 0 until 10 ms before the next phrase: real silence between vocal phrases, as in
+    an edited vocal track, with the release and reverb tail left intact."""
+    envelope = np.zeros(samples, dtype=np.float32)
+    fade = np.float32(0.5) * (1 + np.cos(np.linspace(0, np.pi, int(GATE_FADE * sample_rate), dtype=np.float32)))
+    for start, end in stem.active_spans(min_gap=GATE_MIN_GAP):
+        a = max(0, int((start - 0.01) * sample_rate))
+        b = min(samples, int((end + GATE_TAIL) * sample_rate))
+        envelope[a:b] = 1
+        c = min(samples, b + len(fade))
+        envelope[b:c] = np.maximum(envelope[b:c], fade[: c - b])
+    return envelope
 
 
 def highpass(audio: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:

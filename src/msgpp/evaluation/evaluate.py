@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -128,19 +128,35 @@ def enhanced_path(out: Path, spec: EnhancerSpec, separator: str, weights_id: str
     return Path(out) / "enhanced" / spec.id / separator / weights_id / subset / track / f"{spec.source}.wav"
 
 
-def enhance_cached(path: Path, spec: EnhancerSpec, estimate: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The enhanced estimate, from disk when a previous run made it."""
+MONO16K_SUFFIX = "-m16k"
+
+
+def enhance_cached(path: Path, spec: EnhancerSpec, estimate: np.ndarray, sample_rate: int, mono16k: bool = False) -> tuple[np.ndarray, int]:
+    """(enhanced estimate, its rate), from disk when a previous run made it.
+
+    `mono16k` enhances the 16 kHz mono downmix (the paper's protocol, and several times cheaper
+    than full-rate stereo); the result is then 16 kHz mono.
+    """
     from msgpp.audio import load_audio, save_audio
 
+    if mono16k:
+        estimate, sample_rate = metrics.prepare(estimate, sample_rate, normalize=False)[None], metrics.MSG_SAMPLE_RATE
     if path.is_file():
         audio, rate = load_audio(path)
         if rate == sample_rate:
-            return audio
+            return audio, rate
     enhanced = spec(estimate, sample_rate)
     if enhanced.ndim == 1:
         enhanced = enhanced[None]
     save_audio(path, enhanced, sample_rate, subtype="FLOAT")  # float: nothing is clipped
-    return enhanced
+    return enhanced, sample_rate
+
+
+def match_format(audio: np.ndarray, rate: int, like_rate: int, like_channels: int) -> np.ndarray:
+    """`audio` at another signal's rate and channel count, so a pair is heard on equal terms."""
+    from msgpp.audio import convert_channels, resample
+
+    return convert_channels(resample(audio, rate, like_rate), like_channels)
 
 
 @dataclass
@@ -164,12 +180,15 @@ def evaluate(
     sources: list[str] | None = None,
     subset: str = "test",
     museval: bool = False,
+    enhance_mono16k: bool = False,
     progress: bool = True,
 ) -> EvaluationRun:
     """Compute (or reuse) every row and write results.csv; returns the run's summary.
 
     `enhancers` maps a source to its enhancer (see `resolve_enhancers`); sources without one are
-    evaluated raw only. `museval` adds BSS-eval SDR/SIR/ISR/SAR (slow).
+    evaluated raw only. `museval` adds BSS-eval SDR/SIR/ISR/SAR (slow). `enhance_mono16k`
+    enhances the 16 kHz mono downmix instead of the full-rate estimate (rows and audio are kept
+    apart from full-rate ones: the enhancer id gets a "-m16k" suffix).
     """
     from tqdm import tqdm
 
@@ -179,6 +198,8 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     enhancers = enhancers or {}
+    if enhance_mono16k:
+        enhancers = {s: replace(e, id=e.id + MONO16K_SUFFIX) for s, e in enhancers.items()}
     truth = ground_truth_tracks(root, subset)
     available = cached_separators(cache_root)
     if separators:
@@ -206,7 +227,7 @@ def evaluate(
 
     work.sort(key=lambda item: (item[2], item[0]))  # track-major: each ground truth is read once
     computed = reused = 0
-    truth_cache: dict[str, dict[str, tuple[np.ndarray, int]]] = {}
+    truth_cache: dict[str, dict] = {}
     bar = tqdm(work, desc="evaluate", unit="track", disable=not progress)
     for separator, wid, track, estimate_paths in bar:
         bar.set_postfix_str(f"{separator}/{track}"[:40])
@@ -238,8 +259,13 @@ def evaluate(
                 truth_cache[track][source] = load_audio(truth[track][source])
             return truth_cache[track][source]
 
+        def target_prepared(source):  # 16 kHz mono, shared by every separator of the track
+            if ("prepared", source) not in truth_cache[track]:
+                truth_cache[track][("prepared", source)] = metrics.prepare(*target(source))
+            return truth_cache[track][("prepared", source)]
+
         estimates_native: dict[str, tuple[np.ndarray, int]] = {}
-        enhanced_native: dict[str, np.ndarray] = {}
+        enhanced_native: dict[str, tuple[np.ndarray, int]] = {}
 
         def estimate(source):
             if source not in estimates_native:
@@ -251,7 +277,7 @@ def evaluate(
                 audio, rate = estimate(source)
                 spec = enhancers[source]
                 path = enhanced_path(out, spec, separator, wid, subset, track)
-                enhanced_native[source] = enhance_cached(path, spec, audio, rate)
+                enhanced_native[source] = enhance_cached(path, spec, audio, rate, enhance_mono16k)
             return enhanced_native[source]
 
         bss = {}
@@ -262,10 +288,8 @@ def evaluate(
             if cached is not None and np.isfinite(cached["rolloff_frames"]):
                 row.update({k: v for k, v in cached.items() if k not in row})
             else:
-                gt_audio, gt_rate = target(source)
-                est_audio, est_rate = estimate(source)
-                candidate = enhanced(source) if row["variant"] == "msg" else est_audio
-                row.update(_score(candidate, est_rate, gt_audio, gt_rate))
+                candidate, rate = enhanced(source) if row["variant"] == "msg" else estimate(source)
+                row.update(_score(metrics.prepare(candidate, rate), target_prepared(source)))
                 save_frames(frames_dir, row, row.pop("_cents"))
             if museval:
                 row.update(bss.get((source, row["variant"]), {}))
@@ -280,17 +304,16 @@ def evaluate(
         "separators": {s: {"family": family(s), "weights_id": weights_ids(cache_root, s)[0]} for s in available},
         "tracks": tracks,
         "enhancers": {s: {"id": e.id, "name": e.name, "training_separators": e.training_separators} for s, e in enhancers.items()},
+        "enhance_mono16k": enhance_mono16k,
         "metrics_id": mid,
     }
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
     return EvaluationRun(table, out, available, tracks, enhancers, computed, reused)
 
 
-def _score(estimate: np.ndarray, estimate_rate: int, target: np.ndarray, target_rate: int) -> dict:
-    """Every fast metric of one estimate at the paper's protocol (16 kHz mono, peak-normalised)."""
-    est = metrics.prepare(estimate, estimate_rate)
-    gt = metrics.prepare(target, target_rate)
-    est, gt = metrics.align(est, gt)
+def _score(estimate: np.ndarray, target: np.ndarray) -> dict:
+    """Every fast metric of one estimate; both already at the paper's protocol (`metrics.prepare`)."""
+    est, gt = metrics.align(estimate, target)
     rolloff = metrics.rolloff_error(est, gt)
     onsets = metrics.onset_f1(est, gt)
     return {
@@ -308,7 +331,7 @@ def _bss_eval_rows(rows_needed, sources, target, estimate, enhanced, enhancers) 
 
     "msg" rows are scored with every source that has an enhancer enhanced and the rest raw.
     """
-    from msgpp.audio import resample
+    from msgpp.audio import convert_channels, resample
 
     variants = {row["variant"] for row, _, _ in rows_needed}
     rate = estimate(sources[0])[1]
@@ -323,7 +346,8 @@ def _bss_eval_rows(rows_needed, sources, target, estimate, enhanced, enhancers) 
         for s in sources:
             audio, audio_rate = estimate(s)
             if variant == "msg" and s in enhancers:
-                audio = enhanced(s)
+                audio, audio_rate = enhanced(s)
+                audio = convert_channels(audio, estimate(s)[0].shape[0])
             chosen[s] = native(audio, audio_rate)
         for s, values in metrics.bss_eval(chosen, targets, rate).items():
             results[(s, variant)] = values

@@ -53,7 +53,8 @@ def build_report(
     sections.append(_section(
         "Table 1 — onset-strength F1, raw → +MSG",
         "Onset strength (librosa, 16 kHz, hop 256) thresholded at 0.75; exact-frame TP/FP/FN; "
-        "F1 = TP / (TP + ½(FP + FN)). Mean over songs, 95 % bootstrap interval in brackets.",
+        "F1 = TP / (TP + ½(FP + FN)). Mean over songs; Δ = +MSG − raw paired by song, 95 % bootstrap "
+        "interval in brackets; green/red: the interval excludes 0 (better/worse).",
         _paper_table(f1, "onset_f1", 2) + _image(figures.metric_bars(f1, "onset F1", "Onset-strength F1 (higher is better)", figures_dir / "onset_f1.png"), out),
     ))
 
@@ -155,25 +156,33 @@ def _paper_table(cells, metric: str, digits: int) -> str:
         body += f"<tr><th>{_e(source)}</th>"
         for separator in separators:
             cell = next((c for c in cells if c.source == source and c.separator == separator), None)
-            body += f"<td>{_cell_html(cell, digits)}</td>"
+            body += f"<td>{_cell_html(cell, digits, metric)}</td>"
         body += "</tr>"
     return f"<table class='results' data-metric='{metric}'><tr><th>source</th>{head}</tr>{body}</table>"
 
 
-def _cell_html(cell, digits: int) -> str:
+# +1: higher is better; −1: lower is better; 0: closer to zero is better.
+DIRECTIONS = {"onset_f1": +1, "si_sdr": +1, "sdr": +1, "rolloff_abs_cents": -1, "rolloff_cents": 0}
+
+
+def _cell_html(cell, digits: int, metric: str = "") -> str:
+    """'raw → msg' with the paired difference; a change whose interval excludes 0 is coloured
+    green when it is an improvement and red when it is not."""
     if cell is None:
         return "–"
     raw = f"{cell.raw.mean:.{digits}f}" if cell.raw.n else "–"
     if cell.msg is None:
         return f"{raw} <span class='ci'>[{cell.raw.low:.{digits}f}, {cell.raw.high:.{digits}f}]</span> <span class='ci'>(raw only)</span>"
     delta = cell.delta
-    significant = delta is not None and delta.n > 1 and (delta.low > 0 or delta.high < 0)
-    mark = " class='sig'" if significant else ""
-    return (
-        f"{raw} → <b>{cell.msg.mean:.{digits}f}</b>"
-        f"<br><span class='ci'>Δ {delta.mean:+.{digits}f} [{delta.low:+.{digits}f}, {delta.high:+.{digits}f}], n={delta.n}</span>"
-        if delta and delta.n else f"{raw} → <b>{cell.msg.mean:.{digits}f}</b>"
-    ).replace("<b>", f"<b{mark}>", 1)
+    if not delta or not delta.n:
+        return f"{raw} → <b>{cell.msg.mean:.{digits}f}</b>"
+    css = ""
+    if delta.n > 1 and (delta.low > 0 or delta.high < 0):
+        direction = DIRECTIONS.get(metric, +1)
+        better = abs(cell.msg.mean) < abs(cell.raw.mean) if direction == 0 else delta.mean * direction > 0
+        css = " class='better'" if better else " class='worse'"
+    return (f"{raw} → <b{css}>{cell.msg.mean:.{digits}f}</b>"
+            f"<br><span class='ci'>Δ {delta.mean:+.{digits}f} [{delta.low:+.{digits}f}, {delta.high:+.{digits}f}], n={delta.n}</span>")
 
 
 def _sign_table(checks) -> str:
@@ -204,7 +213,7 @@ def _frame_distributions(frames_dir: Path, rows, source: str) -> dict[str, dict[
 def _excerpts(out: Path, rows, run_info: dict, count: int, seconds: float, seed: int) -> str:
     from msgpp.audio import load_audio, save_audio
     from msgpp.evaluation import metrics
-    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path
+    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, match_format
     from msgpp.separators.cache import find_estimates
 
     picks = _pick_excerpts(rows, count, seed)
@@ -226,7 +235,10 @@ def _excerpts(out: Path, rows, run_info: dict, count: int, seconds: float, seed:
             spec = EnhancerSpec(source=source, id=enhancer["id"], name=enhancer["name"], load=lambda: None)
             path = enhanced_path(out, spec, separator, run_info["separators"][separator]["weights_id"], subset, track)
             if path.is_file():
-                signals["+MSG"] = load_audio(path)
+                msg, msg_rate = load_audio(path)
+                if (msg_rate, msg.shape[0]) != (rate, raw.shape[0]):  # 16-kHz-mono enhancement: hear all alike
+                    signals = {label: (match_format(a, r, msg_rate, msg.shape[0]), msg_rate) for label, (a, r) in signals.items()}
+                signals["+MSG"] = (msg, msg_rate)
         start, stop = _loudest_window(truth, truth_rate, seconds)
         clips = {label: audio[:, int(start * r):int(stop * r)] for label, (audio, r) in signals.items()}
         gain = min(1.0, 0.99 / max(float(np.abs(c).max()) for c in clips.values()) if any(c.size for c in clips.values()) else 1.0)
@@ -328,7 +340,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table.results{border-collapse:collapse;margin:1em 0;font-size:14px}
 table.results td,table.results th{border:1px solid #ccc;padding:4px 8px;text-align:center;vertical-align:top}
-.ci{color:#777;font-size:12px}.sig{color:#1b7e5f}.caption{color:#555}.note{color:#a60}
+.ci{color:#777;font-size:12px}.better{color:#1b7e5f}.worse{color:#c00}.caption{color:#555}.note{color:#a60}
 img.figure{max-width:100%;border:1px solid #eee}.player{display:inline-block;margin:4px 12px 4px 0}
 .player span{display:block;font-size:12px;color:#555}.excerpt{border-top:1px solid #ddd;padding-top:.5em}
 .verdict.agrees{color:#1b7e5f}.verdict.contradicts{color:#c00}

@@ -88,6 +88,12 @@ class Separator(nn.Module):
         the family supports it and the machine is online) an upstream name. None: the shipped ones."""
         raise NotImplementedError
 
+    @classmethod
+    def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
+        """The weights' fingerprint without building the model (so `msgpp separate` can skip a
+        fully cached separator cheaply). Families override it; this fallback loads the model."""
+        return cls.load(weights).weights
+
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         """(batch, audio_channels, samples) at the native rate → (batch, sources, audio_channels, samples)."""
         raise NotImplementedError

@@ -122,3 +122,15 @@ def find_estimates(
                     path.stem: path for path in sorted(track_folder.glob("*.wav")) if not path.name.startswith(".")
                 }
     return found
+
+
+def track_folder(cache_root: str | os.PathLike, separator: str, weights_id_: str, track) -> Path:
+    """The cache folder of a track (anything with .subset and .name)."""
+    return EstimateKey(separator, weights_id_, track.subset, track.name).folder(cache_root)
+
+
+def pending_tracks(cache_root, separator: str, weights_id_: str, tracks: list, force: bool = False) -> list:
+    """The tracks whose estimates are not complete in the cache (all of them with `force`)."""
+    if force:
+        return list(tracks)
+    return [track for track in tracks if not is_complete(track_folder(cache_root, separator, weights_id_, track))]

@@ -31,7 +31,7 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator, WeightsInfo
 from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, safe_torch_load, shipped_folder, torch_bytes, verify_files,
+    atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
     write_checksums,
 )
 
@@ -94,9 +94,21 @@ class DemucsSeparator(Separator):
         return cls(build_model(config or PRESETS[cls.name]))
 
     @classmethod
+    def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
+        location = shipped_folder(cls.name) if weights is None else weights
+        path = Path(location)
+        if path.exists():
+            return local_weights_info(path)
+        if looks_like_path(str(location)):
+            raise MsgppError(f"{location}: no such weights file or folder")
+        return upstream_weights_info(str(location))
+
+    @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "DemucsSeparator":
         location = shipped_folder(cls.name) if weights is None else weights
         path = Path(location)
+        if not path.exists() and looks_like_path(str(location)):
+            raise MsgppError(f"{location}: no such weights file or folder")
         if path.exists():
             model, info = load_local(path)
         else:
@@ -168,51 +180,69 @@ def save_local(model: torch.nn.Module, folder: Path, name: str, training: dict |
     return info
 
 
-def load_local(path: Path):
-    """(model or bag, WeightsInfo) from a local demucs repository, a bag yaml or a `.th` file."""
-    from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo, ModelLoadingError
-
+def resolve_local(path: Path) -> tuple[Path, str, list[Path]]:
+    """(repository folder, model or bag name, the files it reads) for a local weights path."""
     if path.is_dir():
         folder, name = path, _default_name(path)
     elif path.suffix in (".yaml", ".th"):
         folder, name = path.parent, path.stem.rsplit("-", 1)[0] if path.suffix == ".th" else path.stem
     else:
         raise MsgppError(f"{path}: not a demucs weights folder, .yaml bag or .th file")
+    models = {file.stem.rsplit("-", 1)[0]: file for file in folder.glob("*.th")}
+    if name in models:
+        return folder, name, [models[name]]
+    bag_file = folder / f"{name}.yaml"
+    if not bag_file.is_file():
+        raise MsgppError(f"{folder}: no demucs model or bag named {name!r} (have: {', '.join(sorted(models)) or 'none'})")
+    try:
+        bag = yaml.safe_load(bag_file.read_text()) or {}
+        signatures = list(bag["models"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise MsgppError(f"{bag_file}: not a demucs bag file ({error})") from None
+    missing = [sig for sig in signatures if sig not in models]
+    if missing:
+        raise MsgppError(f"{bag_file}: names models missing from {folder}: {', '.join(missing)}")
+    return folder, name, [bag_file] + [models[sig] for sig in signatures]
+
+
+def local_weights_info(path: Path) -> WeightsInfo:
+    """Checks every file's sha256 and fingerprints them, without building a model."""
+    _, _, files = resolve_local(path)
+    hashes = verify_files(files)
+    return WeightsInfo(location=str(path), sha256=fingerprint(hashes), files=tuple(sorted(hashes)))
+
+
+def load_local(path: Path):
+    """(model or bag, WeightsInfo) from a local demucs repository, a bag yaml or a `.th` file,
+    through demucs' own repository classes."""
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo, ModelLoadingError
+
+    info = local_weights_info(path)  # checks every checksum first
+    folder, name, _ = resolve_local(path)
 
     class SafeLocalRepo(LocalRepo):
-        """demucs' LocalRepo, but each file is sha256-checked and read with weights_only=True."""
+        """demucs' LocalRepo, reading each package with weights_only=True (checked above)."""
 
         def get_model(self, sig):
             if sig not in self._models:
                 raise ModelLoadingError(f"no model with signature {sig} in {self.root}")
             file = Path(self._models[sig])
-            verify_files([file])
             package = safe_torch_load(file, allowed=[*model_classes().values(), fractions.Fraction])
             return _model_from_package(package, file)
 
     try:
         model_repo = SafeLocalRepo(folder)
-        bags = BagOnlyRepo(folder, model_repo)
-        repo = AnyModelRepo(model_repo, bags)
-        if not repo.has_model(name):
-            raise MsgppError(f"{folder}: no demucs model or bag named {name!r} (have: {', '.join(sorted(repo.list_model())) or 'none'})")
-        files = []
-        if bags.has_model(name) and not model_repo.has_model(name):
-            bag_file = Path(bags.list_model()[name])
-            verify_files([bag_file])
-            files.append(bag_file)
-            bag = yaml.safe_load(bag_file.read_text()) or {}
-            files += [Path(model_repo.list_model()[sig]) for sig in bag.get("models", []) if model_repo.has_model(sig)]
-        else:
-            files.append(Path(model_repo.list_model()[name]))
-        model = repo.get_model(name)
+        model = AnyModelRepo(model_repo, BagOnlyRepo(folder, model_repo)).get_model(name)
     except ModelLoadingError as error:
         raise MsgppError(f"{folder}: {error}") from None
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
         raise MsgppError(f"{folder}: cannot load demucs weights ({error})") from None
-    model.eval()
-    hashes = {file.name: digest for file, digest in zip(files, verify_files(files).values())}
-    return model, WeightsInfo(location=str(path), sha256=fingerprint(hashes), files=tuple(sorted(hashes)))
+    return model.eval(), info
+
+
+def upstream_weights_info(name: str) -> WeightsInfo:
+    # Published files are immutable and named by their hash: the name is a stable key.
+    return WeightsInfo(location=name, sha256=hashlib.sha256(f"demucs-upstream:{name}".encode()).hexdigest())
 
 
 def load_upstream(name: str):
@@ -225,8 +255,7 @@ def load_upstream(name: str):
         model = get_model(name)
     except Exception as error:  # network errors come in many types
         raise MsgppError(f"demucs weights {name!r}: not a local path, and the download failed ({str(error).splitlines()[0][:160]})") from None
-    # Published files are immutable and named by their hash: the name is a stable key.
-    return model, WeightsInfo(location=name, sha256=hashlib.sha256(f"demucs-upstream:{name}".encode()).hexdigest())
+    return model, upstream_weights_info(name)
 
 
 def _model_from_package(package, file: Path):

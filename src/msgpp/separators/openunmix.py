@@ -36,7 +36,7 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator, WeightsInfo
 from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, safe_torch_load, shipped_folder, torch_bytes, verify_files,
+    atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
     write_checksums,
 )
 
@@ -115,9 +115,21 @@ class OpenUnmixSeparator(Separator):
         return cls(_separator(module, targets, config), config=config)
 
     @classmethod
+    def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
+        location = shipped_folder(cls.name) if weights is None else weights
+        path = Path(location)
+        if path.exists():
+            return local_weights_info(path)
+        if looks_like_path(str(location)):
+            raise MsgppError(f"{location}: no such weights file or folder")
+        return upstream_weights_info(str(location))
+
+    @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "OpenUnmixSeparator":
         location = shipped_folder(cls.name) if weights is None else weights
         path = Path(location)
+        if not path.exists() and looks_like_path(str(location)):
+            raise MsgppError(f"{location}: no such weights file or folder")
         if path.exists():
             model, info, config = load_local(path)
         else:
@@ -138,7 +150,7 @@ class OpenUnmixSeparator(Separator):
 
     def magnitudes(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, channels, samples) → (batch, channels, bins, frames) with the model's own STFT."""
-        return self.model.complexnorm(self.model.stft(audio))
+        return self.model.complexnorm(self.model.stft(audio.contiguous()))
 
     def training_loss(self, mixture: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Open-Unmix's loss: MSE between each target model's magnitude and the true one."""
@@ -182,8 +194,8 @@ def save_local(model: torch.nn.Module, config: dict, folder: Path, training: dic
     return info
 
 
-def load_local(folder: Path):
-    """(openunmix Separator, WeightsInfo, config) from an open-unmix model folder."""
+def resolve_local(folder: Path) -> tuple[list[str], dict[str, Path]]:
+    """(targets, {target: .pth file}) of an open-unmix model folder."""
     if not folder.is_dir():
         raise MsgppError(f"{folder}: an open-unmix weights location must be a folder (separator.json, <target>.json, <target>.pth)")
     separator_json = folder / "separator.json"
@@ -193,19 +205,38 @@ def load_local(folder: Path):
     targets = [t for t in SOURCES if t in found] + sorted(found - set(SOURCES))
     if not targets:
         raise MsgppError(f"{folder}: no <target>.json files (not an open-unmix model folder)")
-    files = [separator_json]
+    weights = {}
+    for target in targets:
+        found = [p for p in sorted(folder.glob(f"{target}*.pth")) if p.stem == target or p.stem.startswith(f"{target}-")]
+        if len(found) != 1:
+            raise MsgppError(f"{folder}: expected one {target}*.pth weights file, found {len(found)}")
+        weights[target] = found[0]
+    return targets, weights
+
+
+def local_weights_info(folder: Path) -> WeightsInfo:
+    """Checks every file's sha256 and fingerprints them, without building a model."""
+    targets, weights = resolve_local(folder)
+    files = [folder / "separator.json"] + [f for t in targets for f in (folder / f"{t}.json", weights[t])]
+    hashes = verify_files(files)
+    return WeightsInfo(location=str(folder), sha256=fingerprint(hashes), files=tuple(sorted(hashes)))
+
+
+def upstream_weights_info(name: str) -> WeightsInfo:
+    return WeightsInfo(location=name, sha256=hashlib.sha256(f"openunmix-upstream:{name}".encode()).hexdigest())
+
+
+def load_local(folder: Path):
+    """(openunmix Separator, WeightsInfo, config) from an open-unmix model folder."""
+    info = local_weights_info(folder)  # checks every checksum first
+    targets, weights = resolve_local(folder)
+    separator_json = folder / "separator.json"
     separator_conf = _read_json(separator_json)
     module = openunmix_model()
     models, config = {}, None
     for target in targets:
         description = _read_json(folder / f"{target}.json")
-        weights = sorted(folder.glob(f"{target}*.pth"))
-        weights = [p for p in weights if p.stem == target or p.stem.startswith(f"{target}-")]
-        if len(weights) != 1:
-            raise MsgppError(f"{folder}: expected one {target}*.pth weights file, found {len(weights)}")
-        files += [folder / f"{target}.json", weights[0]]
-        verify_files([weights[0]])
-        state = safe_torch_load(weights[0])
+        state = safe_torch_load(weights[target])
         args = description.get("args", {})
         try:
             target_model = module.OpenUnmix(
@@ -217,7 +248,7 @@ def load_local(folder: Path):
             raise MsgppError(f"{folder / (target + '.json')}: incomplete open-unmix arguments ({error})") from None
         result = target_model.load_state_dict(state, strict=False)
         if result.missing_keys:
-            raise MsgppError(f"{weights[0]}: state dict lacks {', '.join(result.missing_keys[:3])} (not an open-unmix {target} model)")
+            raise MsgppError(f"{weights[target]}: state dict lacks {', '.join(result.missing_keys[:3])} (not an open-unmix {target} model)")
         models[target] = target_model.eval()
         config = config or {
             "targets": targets, "sample_rate": int(separator_conf["sample_rate"]),
@@ -230,8 +261,7 @@ def load_local(folder: Path):
         separator = _separator(module, models, config)
     except (KeyError, TypeError, ValueError) as error:
         raise MsgppError(f"{separator_json}: incomplete separator arguments ({error})") from None
-    hashes = verify_files(files)
-    return separator, WeightsInfo(location=str(folder), sha256=fingerprint(hashes), files=tuple(sorted(hashes))), config
+    return separator, info, config
 
 
 def load_upstream(name: str):
@@ -252,8 +282,7 @@ def load_upstream(name: str):
     config = {"targets": list(separator.target_models), "sample_rate": int(separator.sample_rate),
               "nb_channels": first.fc1.in_features // first.nb_bins, "hidden_size": first.hidden_size,
               "niter": OpenUnmixSeparator.niter}
-    info = WeightsInfo(location=name, sha256=hashlib.sha256(f"openunmix-upstream:{name}".encode()).hexdigest())
-    return separator.eval(), info, config
+    return separator.eval(), upstream_weights_info(name), config
 
 
 def _read_json(path: Path) -> dict:

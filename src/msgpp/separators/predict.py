@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,45 +22,9 @@ from torch.utils.data import Dataset
 from msgpp.errors import MsgppError
 from msgpp.separators import cache
 from msgpp.separators.base import Separator
+from msgpp.separators.tracks import TrackRef
 
 log = logging.getLogger(__name__)
-
-SUBSETS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class TrackRef:
-    subset: str
-    name: str
-    mixture: Path
-
-
-def list_tracks(root: str | os.PathLike, subsets: tuple[str, ...] = SUBSETS) -> list[TrackRef]:
-    """Every track of `subsets` under a MUSDB18-HQ-layout root (<root>/<subset>/<track>/mixture.wav).
-
-    A missing root, a root with none of the subsets, or a track folder without mixture.wav is a
-    MsgppError naming the path (checked before any model is loaded).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MsgppError(f"{root}: no such dataset folder (expected <root>/{{train,test}}/<track>/mixture.wav)")
-    tracks, present = [], []
-    for subset in subsets:
-        folder = root / subset
-        if not folder.is_dir():
-            continue
-        present.append(subset)
-        for track in sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")):
-            mixture = track / "mixture.wav"
-            if not mixture.is_file():
-                raise MsgppError(f"{track}: no mixture.wav in this track folder")
-            tracks.append(TrackRef(subset, track.name, mixture))
-    if not present:
-        raise MsgppError(f"{root}: no {' or '.join(subsets)} folder (expected the MUSDB18-HQ layout)")
-    if not tracks:
-        raise MsgppError(f"{root}: no tracks under {', '.join(present)}")
-    return tracks
-
 
 class MixtureDataset(Dataset):
     """Loads one track's mixture per item (in the DataLoader's workers when there are some)."""
@@ -107,7 +71,7 @@ class EstimateWriter(BasePredictionWriter):
         import msgpp
 
         track = self.tracks[prediction["index"]]
-        folder = track_folder(self.cache_root, self.separator, track)
+        folder = cache.track_folder(self.cache_root, self.separator.name, self.separator.weights_id, track)
         meta = {
             "separator": self.separator.name, "family": self.separator.family,
             "weights": self.separator.weights.location, "weights_sha256": self.separator.weights.sha256,
@@ -127,22 +91,18 @@ class TrackProgressBar(TQDMProgressBar):
         super().__init__()
         self.label = label
 
+    @property
+    def predict_description(self) -> str:
+        return self.label
+
     def init_predict_tqdm(self):
         bar = super().init_predict_tqdm()
-        bar.set_description(self.label)
         bar.unit = "track"
         return bar
 
-
-def track_folder(cache_root: Path, separator: Separator, track: TrackRef) -> Path:
-    return cache.EstimateKey(separator.name, separator.weights_id, track.subset, track.name).folder(cache_root)
-
-
-def pending_tracks(cache_root: Path, separator: Separator, tracks: list[TrackRef], force: bool = False) -> list[TrackRef]:
-    """The tracks whose estimates are not complete in the cache (all of them with `force`)."""
-    if force:
-        return list(tracks)
-    return [track for track in tracks if not cache.is_complete(track_folder(cache_root, separator, track))]
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        self.predict_progress_bar.set_description(self.label)  # not "<label> DataLoader 0"
 
 
 def separate_tracks(
@@ -159,7 +119,7 @@ def separate_tracks(
 ) -> dict:
     """Separate every pending track with an already loaded separator; returns counts."""
     cache_root = Path(cache_root)
-    todo = pending_tracks(cache_root, separator, tracks, force)
+    todo = cache.pending_tracks(cache_root, separator.name, separator.weights_id, tracks, force)
     summary = {"separator": separator.name, "weights_id": separator.weights_id,
                "tracks": len(tracks), "separated": len(todo), "skipped": len(tracks) - len(todo)}
     if not todo:
@@ -175,5 +135,21 @@ def separate_tracks(
         enable_model_summary=False, enable_progress_bar=progress, callbacks=callbacks,
         default_root_dir=str(cache_root),
     )
-    trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
+    with warnings.catch_warnings(), _quiet_lightning():
+        # One track per batch is the design, and reading mixtures is cheap: not worth warning.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")
+        trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
     return summary
+
+
+class _quiet_lightning:
+    """Lightning's start-up tips and device notes are noise for a command-line user."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("lightning.pytorch")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

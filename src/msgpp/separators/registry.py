@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "demucs_v2": "msgpp.separators.demucs:DemucsV2",
     "hdemucs_v3": "msgpp.separators.demucs:HDemucsV3",
     "openunmix": "msgpp.separators.openunmix:OpenUnmixSeparator",
+    "wavenet": "msgpp.separators.wavenet:WavenetSeparator",
+    "spleeter": "msgpp.separators.spleeter:SpleeterSeparator",
 }
 
 

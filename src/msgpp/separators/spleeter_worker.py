@@ -23,6 +23,11 @@ import traceback
 
 HEADER = struct.Struct("<Q")
 
+# Run as a script, Python puts this folder first on sys.path, where msgpp's own spleeter.py
+# would shadow the spleeter package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
+
 
 def read_message(stream):
     raw = stream.read(HEADER.size)
@@ -46,7 +51,7 @@ def write_message(stream, header, payloads=()):
 class SpleeterModel:
     """One Spleeter graph and session, built and restored once, run per request."""
 
-    def __init__(self, params_path, threads):
+    def __init__(self, params_path, model_dir, threads):
         import numpy as np
         import tensorflow as tf
         from spleeter.model import EstimatorSpecBuilder, InputProviderFactory
@@ -55,6 +60,7 @@ class SpleeterModel:
 
         self.np = np
         params = load_configuration(params_path)
+        params["model_dir"] = model_dir
         params["MWF"] = bool(params.get("MWF", False))
         # The provider resolves model_dir (relative names under $MODEL_PATH) and only downloads
         # when the folder has no `.probe`; msgpp hands it an existing folder.
@@ -73,9 +79,21 @@ class SpleeterModel:
                 intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads
             )
             self.session = tf.compat.v1.Session(graph=self.graph, config=config)
-            tf.compat.v1.train.Saver().restore(self.session, checkpoint)
+            self.saver = tf.compat.v1.train.Saver()
+            self.saver.restore(self.session, checkpoint)
         self.instruments = list(params["instrument_list"])
         self.sample_rate = int(params["sample_rate"])
+
+    def export(self, folder):
+        """Save only the inference graph's variables (no optimiser slots) as folder/model, with a
+        `checkpoint` file naming it relatively and spleeter's `.probe`."""
+        os.makedirs(folder, exist_ok=True)
+        with self.graph.as_default():
+            self.saver.save(self.session, os.path.join(folder, "model"), write_meta_graph=False, write_state=False)
+        with open(os.path.join(folder, "checkpoint"), "w") as handle:
+            handle.write('model_checkpoint_path: "model"\nall_model_checkpoint_paths: "model"\n')
+        with open(os.path.join(folder, ".probe"), "w") as handle:
+            handle.write("OK")
 
     def separate(self, waveform):
         feed = {self.features["waveform"]: waveform, self.features["audio_id"]: ""}
@@ -85,15 +103,20 @@ class SpleeterModel:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", required=True, help="spleeter JSON configuration (model_dir an absolute path)")
+    parser.add_argument("--params", required=True, help="spleeter configuration: a JSON file or spleeter:4stems")
+    parser.add_argument("--model-dir", required=True, help="the model folder (TensorFlow checkpoint + .probe)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--export", metavar="FOLDER", help="write an inference-only copy of the model and exit")
     args = parser.parse_args(argv)
+    if args.export:
+        SpleeterModel(args.params, os.path.abspath(args.model_dir), args.threads).export(args.export)
+        return 0
 
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     protocol_in = sys.stdin.buffer
     try:
-        model = SpleeterModel(args.params, args.threads)
+        model = SpleeterModel(args.params, os.path.abspath(args.model_dir), args.threads)
     except Exception as error:  # reported to msgpp, which raises it as a one-line error
         traceback.print_exc()
         write_message(protocol_out, {"ok": False, "error": f"{type(error).__name__}: {error}"})

@@ -195,6 +195,8 @@ def _text(value) -> str:
 
 
 def register(subparsers) -> None:
+    """`msgpp wavenet-convert` (here) and `msgpp wavenet-train` (wavenet.train_small)."""
+    _register_train(subparsers)
     parser = subparsers.add_parser(
         "wavenet-convert",
         help="convert upstream Keras Wavenet weights (HDF5) into a msgpp Wavenet checkpoint",
@@ -220,4 +222,43 @@ def run(args) -> int:
         f"{args.output}: {count_parameters(model):,} parameters, sources {', '.join(config.sources)} "
         f"(+ {config.residual_source}), receptive field {config.receptive_field}"
     )
+    return 0
+
+
+def _register_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "wavenet-train",
+        help="train a small Wavenet on a MUSDB18-HQ-layout folder",
+        description="Train a Wavenet preset (default: small) on <root>/train and write its weights, "
+        "SHA256SUMS and MODEL_CARD.md (scored on <root>/test) to --out.",
+    )
+    parser.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/")
+    parser.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/wavenet/)")
+    parser.add_argument("--preset", default="small", help="small | multi-instrument | singing-voice (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--max-minutes", type=float, default=7.0, help="stop after this wall time (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--segment", type=float, default=0.5, help="training segment in seconds (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    import torch
+
+    from msgpp.separators.wavenet import train_small
+    from msgpp.separators.weights import separators_dir
+
+    torch.set_num_threads(max(1, args.threads))
+    if not (args.root / "train").is_dir():
+        raise MsgppError(f"{args.root}: no train folder (expected <root>/train/<track>/<source>.wav)")
+    result = train_small(
+        args.root, args.out or separators_dir() / "wavenet", preset=args.preset, steps=args.steps,
+        max_minutes=args.max_minutes, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
+        seed=args.seed, score_tracks=args.score_tracks,
+    )
+    print(json.dumps(result, indent=2))
     return 0

@@ -47,6 +47,11 @@ def shipped_folder(name: str) -> Path:
     return folder
 
 
+def looks_like_path(location: str) -> bool:
+    """A weights argument with a path separator or a file suffix is a path, never an upstream name."""
+    return os.sep in location or "/" in location or location.startswith(".") or Path(location).suffix in (".th", ".yaml", ".pth", ".json")
+
+
 def read_checksums(folder: Path) -> dict[str, str]:
     path = folder / CHECKSUMS_NAME
     if not path.is_file():

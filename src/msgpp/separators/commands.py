@@ -1,0 +1,255 @@
+"""`msgpp separate` and `msgpp separators {list,train,score}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from msgpp.errors import MsgppError
+
+log = logging.getLogger(__name__)
+
+SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLOAT": "FLOAT"}
+
+
+def register(subparsers) -> None:
+    separate = subparsers.add_parser(
+        "separate", help="separate a dataset's songs into the estimate cache",
+        description="Separate every song of a MUSDB18-HQ-layout folder with each separator and store the "
+                    "estimates in the cache (<cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav). "
+                    "Done tracks are skipped, so an interrupted run resumes.",
+    )
+    separate.add_argument("--root", required=True, type=Path, help="dataset root: <root>/{train,test}/<track>/mixture.wav")
+    separate.add_argument("--separators", required=True, help="comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix")
+    separate.add_argument("--subset", choices=("train", "test"), help="one subset only (default: both)")
+    separate.add_argument("--cache", type=Path, default=Path("cache/estimates"), help="estimate cache folder (default: %(default)s)")
+    separate.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                          help="weights for one separator (a local folder/file, or an upstream name when online); repeatable")
+    separate.add_argument("--force", action="store_true", help="recompute tracks that are already cached")
+    separate.add_argument("--format", choices=sorted(SUBTYPE_CHOICES), default="PCM_16",
+                          help="sample format of the estimates (PCM_16 files that would clip are written as float)")
+    separate.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: %(default)s)")
+    separate.add_argument("--devices", default="auto", help="Lightning devices: auto, or a count (several GPUs run DDP)")
+    separate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    separate.add_argument("--workers", type=int, default=0, help="DataLoader workers that read the mixtures")
+    separate.set_defaults(func=run_separate)
+
+    group = subparsers.add_parser("separators", help="list, train or score separators")
+    commands = group.add_subparsers(dest="separators_command", metavar="<action>", required=True)
+
+    listing = commands.add_parser("list", help="registered separators (built-in and entry points)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+
+    train = commands.add_parser("train", help="train a small configuration of a separator on a dataset")
+    train.add_argument("name", help="separator name, e.g. demucs_v2")
+    train.add_argument("--root", required=True, type=Path, help="dataset root with train/ (and test/ for scoring)")
+    train.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
+    train.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: %(default)s)")
+    train.add_argument("--max-minutes", type=float, default=10.0, help="stop after this wall time (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--segment", type=float, default=1.0, help="training segment in seconds (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    train.add_argument("--arch", default="{}", help='JSON overrides of the architecture preset, e.g. \'{"channels": 24}\'')
+    train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
+    train.set_defaults(func=run_train)
+
+    score = commands.add_parser("score", help="SI-SDR improvement and rolloff error of a separator on a subset")
+    score.add_argument("name")
+    score.add_argument("--root", required=True, type=Path)
+    score.add_argument("--subset", choices=("train", "test"), default="test")
+    score.add_argument("--weights", help="weights location (default: the shipped ones)")
+    score.add_argument("--limit", type=int, help="at most this many songs")
+    score.add_argument("--threads", type=int)
+    score.set_defaults(func=run_score)
+
+
+# -- msgpp separate -----------------------------------------------------------------------------
+def run_separate(args) -> int:
+    from msgpp.separators import cache
+    from msgpp.separators.registry import parse_names, separator_class
+    from msgpp.separators.tracks import SUBSETS, list_tracks
+
+    names = parse_names(args.separators)
+    weights = _parse_weights(args.weights, names)
+    tracks = list_tracks(args.root, (args.subset,) if args.subset else SUBSETS)
+    _check_writable(args.cache)
+    _set_threads(args.threads)
+
+    # Check every separator's weights before separating anything; fingerprints key the cache.
+    infos = {name: separator_class(name).weights_info(weights.get(name)) for name in names}
+    for name in names:
+        started = time.monotonic()
+        klass, info = separator_class(name), infos[name]
+        # A fully cached separator needs no model and no Lightning.
+        if not args.force and not cache.pending_tracks(args.cache, name, info.id, tracks):
+            print(f"{name} (weights {info.id}): all {len(tracks)} tracks already cached", file=sys.stderr)
+            continue
+        from msgpp.separators.predict import separate_tracks
+
+        separator = klass.load(weights=weights.get(name))  # loaded once for all tracks
+        summary = separate_tracks(
+            separator, tracks, args.cache, force=args.force, subtype=SUBTYPE_CHOICES[args.format],
+            accelerator=args.accelerator, devices=_devices(args.devices), workers=args.workers,
+        )
+        print(
+            f"{name} (weights {summary['weights_id']}): {summary['separated']} separated, "
+            f"{summary['skipped']} already cached, {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _parse_weights(items: list[str], names: list[str]) -> dict[str, str]:
+    weights = {}
+    for item in items:
+        name, sep, location = item.partition("=")
+        if not sep or not location:
+            raise MsgppError(f"--weights {item!r}: expected NAME=PATH")
+        if name not in names:
+            raise MsgppError(f"--weights {item!r}: {name!r} is not among --separators ({', '.join(names)})")
+        weights[name] = location
+    return weights
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MsgppError(f"{folder}: cannot create the cache folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MsgppError(f"{folder}: cache folder is not writable")
+
+
+def _devices(value: str):
+    return int(value) if str(value).isdigit() else value
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# -- msgpp separators list -----------------------------------------------------------------------
+def run_list(args) -> int:
+    from msgpp.separators.registry import BUILTIN, names, separator_class
+    from msgpp.separators.weights import separators_dir
+
+    rows = []
+    for name in names():
+        try:
+            klass = separator_class(name)
+        except MsgppError as error:
+            rows.append({"name": name, "error": str(error)})
+            continue
+        shipped = separators_dir() / name
+        rows.append({
+            "name": name, "family": klass.family, "sample_rate": klass.default_sample_rate,
+            "sources": list(klass.default_sources), "origin": "built-in" if name in BUILTIN else "entry point",
+            "shipped_weights": str(shipped) if shipped.is_dir() else None, "description": klass.description,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']:<14} unavailable: {row['error']}")
+            continue
+        weights = "shipped weights" if row["shipped_weights"] else "no shipped weights"
+        print(f"{row['name']:<14} {row['family']:<12} {row['sample_rate']:>6} Hz  {','.join(row['sources']):<24} "
+              f"{row['origin']:<12} {weights:<19} {row['description']}")
+    return 0
+
+
+# -- msgpp separators train ----------------------------------------------------------------------
+def run_train(args) -> int:
+    from msgpp.separators.registry import separator_class
+    from msgpp.separators.weights import separators_dir
+
+    klass = separator_class(args.name)
+    if not hasattr(klass, "build") or args.name not in getattr(sys.modules[klass.__module__], "PRESETS", {}):
+        raise MsgppError(f"separator {args.name!r} has no trainable preset in msgpp")
+    try:
+        overrides = json.loads(args.arch)
+        assert isinstance(overrides, dict)
+    except (ValueError, AssertionError):
+        raise MsgppError(f"--arch {args.arch!r}: expected a JSON object") from None
+    out = args.out or separators_dir() / args.name
+    _set_threads(args.threads)
+
+    from msgpp.separators.card import write_model_card
+    from msgpp.separators.scorecard import score_separator
+    from msgpp.separators.training import TrainingOptions, train_separator
+
+    architecture = {**sys.modules[klass.__module__].PRESETS[args.name], **overrides}
+    import torch
+
+    torch.manual_seed(args.seed)  # the initial weights
+    try:
+        separator = klass.build(architecture)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise MsgppError(f"--arch: cannot build {args.name} with these arguments ({error})") from None
+    options = TrainingOptions(steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
+                              segment_seconds=args.segment, lr=args.lr, seed=args.seed)
+    facts = train_separator(separator, args.root, options)
+    facts["data"] = _data_facts(args.root)
+    facts["threads"] = torch.get_num_threads()
+
+    # Write into a fresh folder beside `out`, then swap it in, so `out` is never half-written.
+    staging = out.parent / f".{out.name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    info = separator.save_weights(staging, training=facts)
+    scores = score_separator(klass.load(staging), args.root, "test", limit=args.score_tracks)
+    command = (
+        f"msgpp separators train {args.name} --root {shlex.quote(str(args.root))} --steps {args.steps} "
+        f"--max-minutes {args.max_minutes:g} --batch-size {args.batch_size} --segment {args.segment:g} "
+        f"--lr {args.lr:g} --seed {args.seed} --threads {args.threads}"
+        + (f" --arch {shlex.quote(args.arch)}" if overrides else "")
+    )
+    write_model_card(staging, separator, architecture, info, facts, scores, command)
+    _swap_in(staging, out)
+    print(json.dumps({"weights": str(out), "weights_id": info.id, "training": facts, "scores": scores["sources"]}, indent=2))
+    return 0
+
+
+def _data_facts(root: Path) -> dict:
+    facts = {"root": str(root)}
+    manifest = Path(root) / "manifest.json"
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+            facts.update({key: data[key] for key in ("seed", "preset", "version") if key in data})
+        except ValueError:
+            pass
+    return facts
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- msgpp separators score ----------------------------------------------------------------------
+def run_score(args) -> int:
+    from msgpp.separators.registry import get
+    from msgpp.separators.scorecard import format_table, score_separator
+
+    _set_threads(args.threads)
+    separator = get(args.name, weights=args.weights)
+    scores = score_separator(separator, args.root, args.subset, limit=args.limit)
+    print(format_table(scores))
+    return 0

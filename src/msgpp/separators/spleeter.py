@@ -1,0 +1,533 @@
+"""Spleeter (Deezer, TensorFlow) behind msgpp's separator interface, running the real package.
+
+spleeter 2.4.2 needs Python < 3.12 and pins tensorflow 2.12.1, numpy < 2 and pandas < 2, which
+clash with msgpp's environment, so it lives in its own virtual environment
+(`separators/spleeter/.venv`, or $MSGPP_SPLEETER_ENV), made by `make spleeter-env` /
+`msgpp spleeter setup` or on first use. One long-lived worker process (spleeter_worker.py, run by
+that environment's Python) builds the TensorFlow graph and restores the checkpoint once; msgpp
+sends it float32 arrays over a pipe and gets the sources back. Never a process per file.
+
+Weights are a folder in spleeter's own layout: a TensorFlow checkpoint (`checkpoint`,
+`model*.index`, `model*.data-*`) and the `.probe` that tells spleeter's model provider the folder
+is complete, plus, for models trained here, `params.json` (the spleeter configuration they were
+trained with). A folder without params.json is taken for an upstream release: the released
+`4stems` folder (from spleeter's `pretrained_models/`) loads with `--weights path/to/4stems`.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from msgpp.errors import MsgppError
+from msgpp.separators.base import Separator, WeightsInfo
+
+log = logging.getLogger(__name__)
+
+SPLEETER_VERSION = "2.4.2"
+ENV_VARIABLE = "MSGPP_SPLEETER_ENV"
+PYTHON_VARIABLE = "MSGPP_SPLEETER_PYTHON"
+WORKER_SCRIPT = Path(__file__).with_name("spleeter_worker.py")
+_HEADER = struct.Struct("<Q")
+# The upstream configuration a params-less folder is read with (spleeter's own resource).
+UPSTREAM_CONFIGS = {4: "spleeter:4stems", 2: "spleeter:2stems", 5: "spleeter:5stems"}
+
+
+# --- the environment ---------------------------------------------------------------------------
+
+
+def assets_dir() -> Path:
+    from msgpp.separators.weights import separators_dir
+
+    return separators_dir() / "spleeter"
+
+
+def requirements_file() -> Path:
+    return assets_dir() / "requirements.txt"
+
+
+def environment_dir() -> Path:
+    return Path(os.environ[ENV_VARIABLE]) if os.environ.get(ENV_VARIABLE) else assets_dir() / ".venv"
+
+
+def environment_python() -> Path:
+    return environment_dir() / "bin" / "python"
+
+
+def _stamp() -> Path:
+    return environment_dir() / ".msgpp-ready"
+
+
+def _requirements_digest() -> str:
+    text = requirements_file().read_bytes() if requirements_file().is_file() else b""
+    return hashlib.sha256(text + SPLEETER_VERSION.encode()).hexdigest()
+
+
+def environment_ready() -> bool:
+    """True when the environment exists and was built from the current requirements file."""
+    stamp = _stamp()
+    return environment_python().is_file() and stamp.is_file() and stamp.read_text().strip() == _requirements_digest()
+
+
+def find_base_python() -> str:
+    """A Python 3.8–3.11 to build the environment with: $MSGPP_SPLEETER_PYTHON, this one if old
+    enough, else python3.11 … python3.8 on PATH."""
+    candidates = [os.environ.get(PYTHON_VARIABLE)] if os.environ.get(PYTHON_VARIABLE) else []
+    if sys.version_info[:2] <= (3, 11):
+        candidates.append(sys.executable)
+    candidates += [shutil.which(f"python3.{minor}") for minor in (11, 10, 9, 8)]
+    for candidate in filter(None, candidates):
+        try:
+            version = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True, text=True, timeout=60, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        major, minor = map(int, version.split("."))
+        if (major, minor) >= (3, 8) and (major, minor) <= (3, 11):
+            return candidate
+    raise MsgppError(
+        f"spleeter {SPLEETER_VERSION} needs Python 3.8–3.11 and none was found; install python3.11 "
+        f"or set {PYTHON_VARIABLE}=/path/to/python3.11"
+    )
+
+
+def ensure_environment(progress: bool = True) -> Path:
+    """Build Spleeter's environment if it is missing or stale; return its Python.
+
+    tensorflow-cpu and the other pins first, then spleeter itself with --no-deps (its own
+    requirement on `tensorflow` would pull the CUDA build); jax/jaxlib, which tensorflow 2.12
+    drags in and spleeter never imports, are removed (~300 MB). A file lock keeps two processes
+    from building it at once.
+    """
+    if environment_ready():
+        return environment_python()
+    import fcntl
+
+    if not requirements_file().is_file():
+        raise MsgppError(f"{requirements_file()}: missing (Spleeter's environment requirements)")
+    folder = environment_dir()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if environment_ready():  # built by another process meanwhile
+            return environment_python()
+        base = find_base_python()
+        say = (lambda text: print(f"spleeter environment: {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
+        say(f"building {folder} with {base} (~2–3 minutes, ~1.5 GB)")
+        shutil.rmtree(folder, ignore_errors=True)
+        python = str(environment_python())
+        pip = [python, "-m", "pip", "-q", "--disable-pip-version-check"]
+        steps = [
+            [base, "-m", "venv", str(folder)],
+            pip + ["install", "--upgrade", "pip"],
+            pip + ["install", "-r", str(requirements_file())],
+            pip + ["install", "--no-deps", f"spleeter=={SPLEETER_VERSION}"],
+            pip + ["uninstall", "-y", "jax", "jaxlib"],
+        ]
+        for command in steps:
+            say(" ".join(Path(part).name if part in (base, python) else part for part in command))
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise MsgppError(f"building Spleeter's environment failed at `{' '.join(command[-3:])}`: {tail[0]}")
+        check = subprocess.run([python, "-c", "import spleeter.separator"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise MsgppError(f"Spleeter's environment was built but `import spleeter.separator` fails: "
+                             f"{(check.stderr.strip().splitlines() or ['?'])[-1]}")
+        _stamp().write_text(_requirements_digest() + "\n")
+        say("ready")
+    return environment_python()
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+
+class SpleeterWorker:
+    """The worker process: started once, separates any number of songs, stopped by `close()`.
+
+    Requests are serialised by a lock, so one worker can be shared by threads.
+    """
+
+    def __init__(self, config: str, model_dir: Path, threads: int = 1, python: Path | None = None):
+        python = python or ensure_environment()
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MODEL_PATH=str(Path(model_dir).parent),
+                           OMP_NUM_THREADS=str(threads), PYTHONNOUSERSITE="1")
+        environment.pop("PYTHONPATH", None)  # msgpp's packages must not leak into TensorFlow's Python
+        self._log = tempfile.NamedTemporaryFile(prefix="msgpp-spleeter-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            [str(python), str(WORKER_SCRIPT), "--params", config, "--model-dir", str(model_dir),
+             "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=environment,
+        )
+        atexit.register(self.close)
+        ready = self._receive()
+        if not ready.get("ok"):
+            self.close()
+            raise MsgppError(f"{model_dir}: Spleeter could not load it ({ready.get('error')}; log: {self.log_path})")
+        self.instruments = list(ready["instruments"])
+        self.sample_rate = int(ready["sample_rate"])
+        self.versions = ready.get("versions", {})
+
+    def separate(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        """(samples, channels) float32 at the model's rate → {instrument: (samples, channels)}."""
+        waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+        with self._lock:
+            if self.process.poll() is not None:
+                raise MsgppError(f"the Spleeter worker has stopped (exit {self.process.returncode}; log: {self.log_path})")
+            self._send({"op": "separate", "shape": list(waveform.shape)}, waveform.tobytes())
+            header = self._receive()
+            if not header.get("ok"):
+                raise MsgppError(f"Spleeter failed: {header.get('error')} (log: {self.log_path})")
+            results = {}
+            for output in header["outputs"]:
+                count = int(np.prod(output["shape"]))
+                data = self._read_exactly(count * 4)
+                results[output["name"]] = np.frombuffer(data, dtype=np.float32).reshape(output["shape"]).copy()
+        return results
+
+    def close(self) -> None:
+        process = getattr(self, "process", None)
+        if process is None:
+            return
+        self.process = None
+        if process.poll() is None:
+            try:
+                self._send_to(process, {"op": "quit"}, b"")
+                process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                process.kill()
+                process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream:
+                stream.close()
+        self._log.close()
+        if process.returncode == 0:
+            self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # framing: 8-byte length, JSON header, payload (see spleeter_worker.py)
+    def _send(self, header: dict, payload: bytes) -> None:
+        try:
+            self._send_to(self.process, header, payload)
+        except (BrokenPipeError, OSError):
+            raise MsgppError(f"the Spleeter worker has stopped (log: {self.log_path})") from None
+
+    @staticmethod
+    def _send_to(process, header: dict, payload: bytes) -> None:
+        encoded = json.dumps(dict(header, nbytes=len(payload))).encode()
+        process.stdin.write(_HEADER.pack(len(encoded)) + encoded)
+        process.stdin.write(payload)
+        process.stdin.flush()
+
+    def _receive(self) -> dict:
+        size = _HEADER.unpack(self._read_exactly(_HEADER.size))[0]
+        return json.loads(self._read_exactly(size).decode())
+
+    def _read_exactly(self, count: int) -> bytes:
+        data = self.process.stdout.read(count) if self.process else b""
+        if len(data) != count:
+            raise MsgppError(f"the Spleeter worker stopped unexpectedly (log: {self.log_path})")
+        return data
+
+
+class SpleeterModel(nn.Module):
+    """The separator's `model`: a handle on the worker (the network itself lives in TensorFlow)."""
+
+    def __init__(self, worker: SpleeterWorker):
+        super().__init__()
+        self.worker = worker
+
+    def forward(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        return self.worker.separate(waveform)
+
+
+# --- the separator ---------------------------------------------------------------------------
+
+
+class SpleeterSeparator(Separator):
+    """Spleeter's U-Nets on stereo 44.1 kHz magnitude spectrograms, masks applied to the STFT."""
+
+    name = "spleeter"
+    family = "spectrogram"
+    description = "Spleeter (Deezer), the real TensorFlow package in its own environment; 4 stems, 44.1 kHz stereo"
+    # Spleeter splits any input into 512-frame patches itself; msgpp chunks only long songs, to
+    # bound the worker's memory.
+    segment_seconds = 120.0
+    overlap_seconds = 2.0
+
+    def __init__(self, worker: SpleeterWorker, weights: WeightsInfo | None = None):
+        from msgpp.constants import SOURCES
+
+        ordered = tuple(s for s in SOURCES if s in worker.instruments) + tuple(
+            s for s in worker.instruments if s not in SOURCES
+        )
+        super().__init__(SpleeterModel(worker), weights, sample_rate=worker.sample_rate, sources=ordered, audio_channels=2)
+
+    @classmethod
+    def load(cls, weights=None, device="cpu", threads: int | None = None) -> "SpleeterSeparator":
+        """`weights`: a spleeter model folder (checkpoint + .probe [+ params.json]); None: the shipped one.
+        TensorFlow runs on the CPU whatever `device` says."""
+        from msgpp.separators.weights import fingerprint, shipped_folder, verify_files
+
+        folder = Path(weights) if weights is not None else shipped_folder(cls.name) / "model"
+        config, files = resolve_model_folder(folder)
+        hashes = verify_files(files)
+        threads = threads or max(1, torch.get_num_threads())
+        worker = SpleeterWorker(config, folder.resolve(), threads=threads)
+        info = WeightsInfo(str(folder), fingerprint(hashes, extra=f"spleeter {SPLEETER_VERSION}"),
+                           tuple(sorted(hashes)), {"config": config, "versions": worker.versions})
+        return cls(worker, info)
+
+    def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """(batch, 2, samples) → (batch, sources, 2, samples), one worker call per chunk."""
+        results = []
+        for chunk in chunks.detach().cpu().numpy():
+            estimates = self.model(chunk.T)
+            results.append(np.stack([estimates[source].T for source in self.sources]))
+        return torch.from_numpy(np.stack(results))
+
+    def _overlap_add(self, audio: np.ndarray) -> np.ndarray:
+        # A song that fits in one segment goes through whole, without zero padding to the segment.
+        if audio.shape[-1] <= int(round(self.segment_seconds * self.sample_rate)):
+            return self.forward_chunks(torch.from_numpy(audio[None]))[0].numpy()
+        return super()._overlap_add(audio)
+
+    def close(self) -> None:
+        """Stop the worker now (it also stops when the separator is garbage-collected or at exit)."""
+        self.model.worker.close()
+
+
+def resolve_model_folder(folder: Path) -> tuple[str, list[Path]]:
+    """(spleeter config: a params.json path or an upstream descriptor, the files to fingerprint)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MsgppError(f"{folder}: no such Spleeter model folder")
+    if not (folder / "checkpoint").is_file():
+        raise MsgppError(f"{folder}: not a Spleeter model folder (no TensorFlow 'checkpoint' file)")
+    indexes = sorted(folder.glob("*.index"))
+    if not indexes:
+        raise MsgppError(f"{folder}: the TensorFlow checkpoint has no .index file")
+    if not (folder / ".probe").is_file():
+        raise MsgppError(f"{folder}: no .probe file (spleeter's model provider would try to download the model)")
+    files = indexes + sorted(folder.glob("*.data-*"))
+    params = folder / "params.json"
+    if params.is_file():
+        try:
+            instruments = json.loads(params.read_text())["instrument_list"]
+        except (ValueError, KeyError, TypeError):
+            raise MsgppError(f"{params}: not a spleeter configuration (no instrument_list)") from None
+        if not instruments:
+            raise MsgppError(f"{params}: empty instrument_list")
+        return str(params), files + [params]
+    # An upstream release: its stem count is in its folder name (2stems, 4stems, 5stems).
+    digits = "".join(ch for ch in folder.name if ch.isdigit())[:1]
+    config = UPSTREAM_CONFIGS.get(int(digits)) if digits else None
+    if config is None:
+        raise MsgppError(f"{folder}: no params.json, and the folder name does not say 2stems/4stems/5stems")
+    return config, files
+
+
+# --- training a small model with spleeter's own `train` command ----------------------------------
+
+# The released 4stems configuration (spleeter's resources/4stems.json), with the U-Net's filter
+# counts (read from model.params.conv_n_filters) and the patch length T made small for a CPU.
+SMALL_CONFIG = {
+    "mix_name": "mix",
+    "instrument_list": ["vocals", "drums", "bass", "other"],
+    "sample_rate": 44100,
+    "frame_length": 4096,
+    "frame_step": 1024,
+    "T": 128,
+    "F": 1024,
+    "n_channels": 2,
+    "n_chunks_per_song": 1,
+    "separation_exponent": 2,
+    "mask_extension": "zeros",
+    "learning_rate": 1e-3,
+    "batch_size": 4,
+    "throttle_secs": 100000,
+    "save_summary_steps": 1000000,
+    "model": {
+        "type": "unet.unet",
+        "params": {"conv_activation": "ELU", "deconv_activation": "ELU", "conv_n_filters": [4, 8, 16, 32, 64, 128]},
+    },
+}
+
+
+def write_training_csv(path: Path, root: Path, subset: str, instruments: list[str], limit: int | None = None) -> int:
+    """spleeter's training CSV: mix_path, <instrument>_path (relative to root), duration."""
+    import soundfile as sf
+
+    folder = root / subset
+    tracks = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
+    if not tracks:
+        raise MsgppError(f"{folder}: no tracks (expected <root>/{subset}/<track>/mixture.wav)")
+    rows = ["mix_path," + ",".join(f"{name}_path" for name in instruments) + ",duration"]
+    for track in tracks[:limit]:
+        for name in ["mixture"] + instruments:
+            if not (track / f"{name}.wav").is_file():
+                raise MsgppError(f"{track}: no {name}.wav (training needs the mixture and every source)")
+        duration = sf.info(str(track / "mixture.wav")).duration
+        paths = [f"{subset}/{track.name}/{name}.wav" for name in ["mixture"] + instruments]
+        rows.append(",".join(paths) + f",{duration:.3f}")
+    path.write_text("\n".join(rows) + "\n")
+    return len(rows) - 1
+
+
+def train_small(
+    root,
+    out,
+    *,
+    steps: int = 400,
+    seed: int = 3,
+    threads: int = 1,
+    validation_songs: int = 2,
+    score_tracks: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train SMALL_CONFIG with `python -m spleeter train` (in Spleeter's environment) on
+    <root>/train, keep an inference-only copy of the checkpoint as <out>/model, score it on
+    <root>/test and write <out>/MODEL_CARD.md. Returns the card's facts."""
+    import time
+
+    from msgpp.separators.card import write_model_card
+    from msgpp.separators.scorecard import score_separator
+
+    root, out = Path(root).resolve(), Path(out)
+    python = ensure_environment(progress)
+    with tempfile.TemporaryDirectory(prefix="msgpp-spleeter-") as temporary:
+        work = Path(temporary)
+        params = dict(SMALL_CONFIG, train_max_steps=steps, save_checkpoints_steps=steps, random_seed=seed)
+        songs = write_training_csv(work / "train.csv", root, "train", params["instrument_list"])
+        write_training_csv(work / "validation.csv", root, "test", params["instrument_list"], limit=validation_songs)
+        params.update(
+            train_csv=str(work / "train.csv"), validation_csv=str(work / "validation.csv"),
+            model_dir=str(work / "training"), training_cache=str(work / "cache" / "training"),
+            validation_cache=str(work / "cache" / "validation"),
+        )
+        (work / "params.json").write_text(json.dumps(params, indent=2))
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(threads),
+                           TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads),
+                           PYTHONNOUSERSITE="1")
+        environment.pop("PYTHONPATH", None)
+        started = time.monotonic()
+        log_path = work / "train.log"
+        with open(log_path, "w") as log_file:
+            result = subprocess.run([str(python), "-m", "spleeter", "train", "-p", str(work / "params.json"),
+                                     "-d", str(root), "--verbose"], stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+        minutes = (time.monotonic() - started) / 60
+        losses = _losses_from_log(log_path.read_text(errors="replace"))
+        if result.returncode != 0:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise MsgppError(f"spleeter train failed (exit {result.returncode}): {' | '.join(tail)}")
+        staging = out.parent / f".{out.name}.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        model = staging / "model"
+        export = subprocess.run([str(python), str(WORKER_SCRIPT), "--params", str(work / "params.json"),
+                                 "--model-dir", str(work / "training"), "--export", str(model)],
+                                capture_output=True, text=True, env=environment)
+        if export.returncode != 0:
+            raise MsgppError(f"exporting the trained Spleeter model failed: {export.stderr.strip().splitlines()[-1:]}")
+    # The configuration that rebuilds the graph, without this run's temporary paths.
+    shipped = {key: value for key, value in params.items()
+               if key not in ("train_csv", "validation_csv", "training_cache", "validation_cache")}
+    shipped["model_dir"] = "model"
+    (model / "params.json").write_text(json.dumps(shipped, indent=2) + "\n")
+    from msgpp.separators.weights import write_checksums
+
+    write_checksums(model, sorted(model.glob("model.*")) + [model / "params.json"])
+    facts = {
+        "steps": steps, "minutes": round(minutes, 2), "batch_size": params["batch_size"],
+        "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": songs,
+        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+        "data": str(root), "trainer": "python -m spleeter train (spleeter 2.4.2, tensorflow-cpu 2.12.1)",
+    }
+    separator = SpleeterSeparator.load(model, threads=threads)
+    try:
+        scores = score_separator(separator, root, "test", limit=score_tracks, progress=progress)
+        command = f"msgpp spleeter train --root {root} --out {out} --steps {steps} --seed {seed} --threads {threads}"
+        write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
+    finally:
+        separator.close()
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        # Keep what is not produced here (requirements.txt, the environment) in place.
+        for keep in ("requirements.txt", ".venv"):
+            if (out / keep).exists() and not (staging / keep).exists():
+                os.replace(out / keep, staging / keep)
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return {"weights": str(out / "model"), "weights_id": separator.weights.id, "training": facts, "scores": scores["sources"]}
+
+
+def _losses_from_log(text: str) -> list[float]:
+    """The `loss = …` values that TensorFlow's estimator logs every 10 steps."""
+    import re
+
+    return [float(value) for value in re.findall(r"\bloss = ([0-9.eE+-]+)", text)]
+
+
+# --- `msgpp spleeter {setup,train}` --------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("spleeter", help="Spleeter's environment and training")
+    commands = parser.add_subparsers(dest="spleeter_command", metavar="<command>", required=True)
+    setup = commands.add_parser("setup", help=f"build Spleeter's virtual environment (spleeter {SPLEETER_VERSION})")
+    setup.add_argument("--check", action="store_true", help="only say whether it is ready (exit 1 if not)")
+    setup.set_defaults(func=run_setup)
+    train = commands.add_parser("train", help="train a small Spleeter model with spleeter's own trainer")
+    train.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/")
+    train.add_argument("--out", type=Path, help="folder to write (default: the shipped separators/spleeter/)")
+    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--seed", type=int, default=3)
+    train.add_argument("--threads", type=int, default=1)
+    train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
+    train.set_defaults(func=run_train)
+
+
+def run_setup(args) -> int:
+    if args.check:
+        ready = environment_ready()
+        print(f"{environment_dir()}: {'ready' if ready else 'missing or stale'}")
+        return 0 if ready else 1
+    print(ensure_environment())
+    return 0
+
+
+def run_train(args) -> int:
+    result = train_small(args.root, args.out or assets_dir(), steps=args.steps, seed=args.seed,
+                         threads=args.threads, score_tracks=args.score_tracks)
+    print(json.dumps(result, indent=2))
+    return 0
