@@ -64,9 +64,8 @@ evaluate: install
 bench: install
 	$(PY) benchmarks/run_all.py
 
-figures: install
-	$(MSGPP) data --root data/figure-song --preset tiny --seed $(SEED)
-	$(PY) scripts/spectrogram_figure.py --root data/figure-song --out docs/figures/stems.png
+figures: data
+	$(PY) scripts/spectrogram_figure.py --root $(DATA) --out docs/figures/stems.png
 
 test: install
 	$(PY) -m pytest -q

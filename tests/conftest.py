@@ -16,5 +16,5 @@ def tiny_root(tmp_path_factory) -> Path:
     from msgpp.data.benchmark import generate_benchmark
 
     root = tmp_path_factory.mktemp("musdb-tiny")
-    generate_benchmark(root, preset="tiny", seed=0, progress=False)
+    generate_benchmark(root, preset="tiny", seed=0, workers=1, progress=False)
     return root

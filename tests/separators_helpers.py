@@ -4,12 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from msgpp.constants import SOURCES
 
 RATE = 44100
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine, two threads oversubscribe and run ~50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_config(name: str) -> dict:
@@ -32,7 +42,7 @@ def build_tiny(name: str, seed: int = 0):
     separator = separator_class(name).build(tiny_config(name))
     # Non-trivial weights everywhere (openunmix initialises its output scale to ones, etc.).
     with torch.no_grad():
-        for parameter in separator.parameters():
+        for parameter in (p for p in separator.parameters() if p.requires_grad):
             parameter.add_(0.01 * torch.randn_like(parameter))
     return separator
 

@@ -5,7 +5,8 @@ import pytest
 
 from msgpp.constants import SOURCES
 from msgpp.data.plan import (
-    BASS_PROGRAMS, DRUM_CHANNEL, MAJOR, MINOR, STYLE_TEMPI, VOCAL_PROGRAMS, Clock, _voicing, chord_tones, make_song_plan,
+    BASS_PROGRAMS, DRUM_CHANNEL, MAJOR, MINOR, STYLE_TEMPI, VOCAL_PROGRAMS, Clock, _voicing, chord_tones,
+    make_song_plan,
 )
 
 

@@ -152,7 +152,7 @@ def test_cli_enhances_a_folder_once_and_refuses_to_overwrite(weights, tmp_path, 
     assert sf.info(str(out / "song b" / "bass.wav")).subtype == "FLOAT"
 
 
-def test_cli_source_alias_names_shipped_models(capsys):
+def test_cli_missing_input_is_named(capsys):
     assert main(["enhance", "x.wav", "--source", "no-such-source", "-q"]) == 2
     assert "no such file" in capsys.readouterr().err
 
@@ -171,3 +171,39 @@ def test_torchscript_export_matches_pytorch(weights, tmp_path):
     assert max_difference(enhancer.generator, graph, 2, 8000) < 1e-5
     audio = noise((3, 30000))  # 3 channels: the last batch is padded to the graph's batch size
     np.testing.assert_allclose(enhancer_from_torchscript(path, overlap=0.1)(audio, 44100), enhancer(audio, 44100), atol=1e-5)
+
+
+def test_readme_python_example_runs_verbatim(weights, tmp_path, monkeypatch):
+    """The first Python block of docs/enhancing.md (the README's example), with a stand-in for
+    the shipped bass weights."""
+    import re
+    import shutil
+
+    import msgpp.hub as hub
+
+    text = (Path(__file__).parents[1] / "docs" / "enhancing.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    shutil.copy(weights, shipped / weights.name)  # msg-bass-<sha8>.pt
+    monkeypatch.setattr(hub, "PRETRAINED_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/enhancing.md", "exec"), {})
+    enhanced, rate = sf.read(tmp_path / "bass_enhanced.wav", always_2d=True)
+    assert rate == 44100 and enhanced.shape == (5 * 44100, 2)
+
+
+@pytest.mark.slow  # a second torch.export (the API test above covers the default run)
+def test_cli_export_graph_writes_a_checked_graph(weights, tmp_path, capsys):
+    out = tmp_path / "g.ts"
+    argv = ["export-graph", "--model", str(weights), "--out", str(out), "--segment", "0.25", "--batch-size", "2"]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert out.is_file() and "max |graph − PyTorch|" in report
+    assert float(report.rsplit("=", 1)[1].split()[0]) < 1e-5
+    assert main(argv) == 2 and "exists" in capsys.readouterr().err
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(MsgppError, match="device"):
+        Enhancer(Identity(), 16000, device="no-such-device")

@@ -3,6 +3,7 @@ randomisation and seeding, the page in headless Chromium, and the CLI."""
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import subprocess
@@ -133,18 +134,52 @@ def test_kit_has_randomised_seeded_sessions_and_a_screening_pair(kit, tmp_path):
     assert (other.parent / "kit.js").read_text() != kit_js
 
 
-def test_kit_page_runs_in_headless_chromium(kit, tmp_path):
-    *_, page = kit
+def _dump_dom(page: Path, profile: Path, query: str = "") -> str:
     browser = _chromium()
     assert browser, "chromium is not installed (make apt installs it)"
     command = [
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--mute-audio", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri() + "?session=t00-l01",
+        "--disable-component-update", "--disable-sync", "--mute-audio", f"--user-data-dir={profile}",
+        "--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri() + query,
     ]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+
+
+# Drives the real page: a listener named "robot" takes session t01-l02, plays both sides of every
+# pair and alternates A/B; the exported JSON is copied into a body attribute for the test to read.
+_ROBOT = """<script>
+$('listener').value = 'robot'; $('session').value = 't01-l02'; $('start').click();
+for (let i = 0; i < session.items.length; i++) {
+  const before = $('chooseA').disabled;
+  $('audioA').dispatchEvent(new Event('play')); $('audioB').dispatchEvent(new Event('play'));
+  document.body.dataset.lockedBeforePlay = before;
+  (i % 2 ? $('chooseB') : $('chooseA')).click();
+}
+document.body.dataset.answers = $('answersText').value;
+</script></body>"""
+
+
+def test_kit_page_runs_in_headless_chromium_and_its_export_is_analysed(kit, tmp_path):
+    *_, out, page = kit
+    dom = _dump_dom(page, tmp_path / "profile", "?session=t00-l01")
     assert re.search(r'<body[^>]*data-sessions="6"', dom), dom[:1500]  # kit.js loaded and the script ran
     assert 'option value="t00-l01"' in dom and "headphones" in dom
+
+    robot = out / "robot.html"
+    robot.write_text(page.read_text().replace("</body>", _ROBOT))
+    dom = _dump_dom(robot, tmp_path / "profile2")
+    assert 'data-locked-before-play="true"' in dom  # no choice before both sides were played
+    exported = json.loads(html.unescape(re.search(r'data-answers="([^"]*)"', dom).group(1)))
+    assert exported["format"] == listening.ANSWER_FORMAT and exported["session"] == "t01-l02"
+    assert exported["listener"] == "robot" and len(exported["answers"]) == 3  # 2 pairs + screening
+    (tmp_path / "robot.json").write_text(json.dumps(exported))
+    key = json.loads((out / "answer_key.json").read_text())
+    table = {row["test"]: row for row in listening.preference_table(key, listening.read_answers([tmp_path / "robot.json"]))}
+    screening = next(a for a in exported["answers"] if a["item"] in key["screening"])
+    passed = key["screening"][screening["item"]][screening["choice"]] == "reference"
+    assert table["t01"]["answers"] == (2 if passed else 0)
+    assert table["t01"]["excluded_listeners"] == (0 if passed else 1)
+    assert all(row["answers"] == 0 for test, row in table.items() if test != "t01")
 
 
 def _cli(argv: list[str]) -> int:

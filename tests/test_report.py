@@ -23,7 +23,7 @@ RATE = 44100
 TRACKS = ("Alpha Song", "Beta Song")
 
 
-def _song(seed: int, seconds: float = 4.0) -> dict[str, np.ndarray]:
+def _song(seed: int, seconds: float = 3.0) -> dict[str, np.ndarray]:
     """Four stereo stems with partials up to ~4 kHz, note onsets and a silent stretch."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * RATE)) / RATE
@@ -131,7 +131,7 @@ def test_evaluate_rejects_bad_input(tmp_path, setup):
     from msgpp.errors import MsgppError
 
     root, cache, _, _, _ = setup
-    with pytest.raises(MsgppError, match="no such folder"):
+    with pytest.raises(MsgppError, match="not found"):
         evaluate(tmp_path / "missing", cache, tmp_path / "o", progress=False)
     with pytest.raises(MsgppError, match="spleeter"):
         evaluate(root, cache, tmp_path / "o", separators=["spleeter"], progress=False)

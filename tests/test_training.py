@@ -222,11 +222,11 @@ def test_training_reduces_reconstruction_and_counts_steps(fake_cache, tmp_path):
     L.seed_everything(0)
     module, recorder = tiny_module(balance_steps=1000, lr=3e-3), LossRecorder()
     datamodule = tiny_datamodule(root, cache, batch_size=8)
-    trainer = tiny_trainer(tmp_path, max_batches=30, callbacks=[recorder])
+    trainer = tiny_trainer(tmp_path, max_batches=20, callbacks=[recorder])
     trainer.fit(module, datamodule)
-    assert trainer.global_step == 60 and module.batches_done == 30  # two optimiser steps per batch
+    assert trainer.global_step == 40 and module.batches_done == 20  # two optimiser steps per batch
     reconstruction = [row["train/reconstruction"] for row in recorder.rows]
-    assert len(reconstruction) == 30
+    assert len(reconstruction) == 20
     assert np.mean(reconstruction[-5:]) < 0.9 * np.mean(reconstruction[:5])
 
 
@@ -353,6 +353,7 @@ def _msgpp(*args, env=None, cwd=None):
                           env=environment, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow  # two subprocesses and a W&B offline run: ~1 min on a busy 2-core machine
 @pytest.mark.pipeline
 def test_msgpp_train_with_wandb_offline_logs_audio_then_export(fake_cache, tmp_path):
     root, cache = fake_cache
@@ -378,6 +379,7 @@ def test_msgpp_train_with_wandb_offline_logs_audio_then_export(fake_cache, tmp_p
     assert missing.returncode == 2 and "nope.ckpt: no such checkpoint" in missing.stderr
 
 
+@pytest.mark.slow  # two DDP processes: ~1 min on a busy 2-core machine
 @pytest.mark.pipeline
 def test_ddp_two_cpu_processes_agree(fake_cache, tmp_path):
     root, cache = fake_cache
@@ -408,3 +410,20 @@ def test_ddp_two_cpu_processes_agree(fake_cache, tmp_path):
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key  # weights, balancer, autoclip agree
     assert int(ranks[0]["state"]["balancer.steps"]) == 2
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_shipped_configs_parse_for_every_source(preset, capsys):
+    import yaml
+
+    from msgpp.training.commands import build_cli
+
+    for source in ("bass", "drums", "other", "vocals"):
+        path = Path(__file__).parent.parent / "configs" / preset / f"{source}.yaml"
+        assert build_cli(["--config", str(path), "--print_config"]) is None  # parsed, validated, printed
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["data"]["source"] == source and "source" not in printed["model"]  # linked from data
+        assert printed["model"]["generator"] == preset and printed["model"]["discriminators"] == preset
+        assert "hdemucs_v3" in printed["data"]["held_out"] and "hdemucs_v3" not in printed["data"]["separators"]
+    with pytest.raises(MsgppError, match="invalid arguments"):
+        build_cli(["--config", str(path), "--model.lr", "fast"])

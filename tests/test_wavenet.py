@@ -350,3 +350,20 @@ def test_training_loss_decreases_on_one_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.pipeline
+def test_train_small_writes_loadable_weights_and_a_model_card(tiny_root, tmp_path):
+    from msgpp.separators.wavenet import train_small
+
+    out = tmp_path / "wavenet"
+    result = train_small(tiny_root, out, steps=2, max_minutes=None, batch_size=2, segment_seconds=0.3,
+                         score_tracks=1, progress=False)
+    assert result["training"]["steps"] == 2
+    assert set(result["scores"]) == {"drums", "bass", "other", "vocals"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## Wavenet specifics" in card and result["weights_id"] in card
+    separator = WavenetSeparator.load(out)
+    assert separator.weights.id == result["weights_id"]
+    mixture = np.random.default_rng(0).normal(0, 0.1, (2, 4410)).astype(np.float32)
+    assert separator.separate(mixture, 44100)["bass"].shape == (2, 4410)

@@ -36,9 +36,9 @@ def register(subparsers) -> None:
                         help="a PCM output peak above full scale: stop with an error (default), hard-clip, "
                              "or scale the file to a 0.999 peak")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--segment", type=float, default=None, help="seconds per segment (default 10)")
-    parser.add_argument("--overlap", type=float, default=None, help="seconds shared by neighbouring segments (default 1)")
-    parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 2)")
+    parser.add_argument("--segment", type=float, default=None, help="seconds per segment (default 5)")
+    parser.add_argument("--overlap", type=float, default=None, help="seconds shared by neighbouring segments (default 0.5)")
+    parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--model-band-only", action="store_true",
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
     )
     _add_model_arguments(export)
     export.add_argument("--out", type=Path, required=True, help="the .ts file to write")
-    export.add_argument("--segment", type=float, default=10.0, help="seconds per segment the graph takes (default 10)")
-    export.add_argument("--batch-size", type=int, default=2, help="segments per call the graph takes (default 2)")
+    export.add_argument("--segment", type=float, default=5.0, help="seconds per segment the graph takes (default 5)")
+    export.add_argument("--batch-size", type=int, default=4, help="segments per call the graph takes (default 4)")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=run_export)
 

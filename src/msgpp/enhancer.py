@@ -29,9 +29,11 @@ from msgpp.overlap_add import OverlapAdd
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEGMENT = 10.0  # seconds; long segments amortise the deep layers' weights (benchmarks/)
-DEFAULT_OVERLAP = 1.0  # seconds shared by neighbouring segments (¼ margin each side, ½ crossfade)
-DEFAULT_BATCH_SIZE = 2  # mono segments per forward pass
+# 5-s segments in batches of 4 were the fastest CPU setting measured (benchmarks/bench_enhancer.py):
+# 20 s of audio per forward amortises the deep layers' weights, 1-s windows are the slowest choice.
+DEFAULT_SEGMENT = 5.0  # seconds at the model's rate
+DEFAULT_OVERLAP = 0.5  # seconds shared by neighbouring segments (¼ margin each side, ½ crossfade)
+DEFAULT_BATCH_SIZE = 4  # mono segments per forward pass
 BLOCK_FRAMES = 1 << 16  # frames read from a file at a time
 _SILENCE = 1e-8  # peaks below this are digital silence: no gain is applied
 _RESAMPLE_QUALITY = "VHQ"
@@ -73,7 +75,12 @@ class Enhancer:
             raise MsgppError(f"overlap must be between 0 and half the segment ({segment} s), got {overlap}")
         if int(batch_size) < 1:
             raise MsgppError(f"batch_size must be at least 1, got {batch_size}")
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        except (RuntimeError, TypeError) as error:
+            raise MsgppError(f"unknown device {device!r} ({_first_line(error)})") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise MsgppError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
         self.generator = generator.to(self.device).eval()
         self.sample_rate = int(sample_rate)
         self.segment, self.overlap, self.batch_size = segment, float(overlap), int(batch_size)
@@ -111,8 +118,10 @@ class Enhancer:
         and device. Values are floats in [-1, 1] by convention (larger values are fine).
         """
         is_tensor = isinstance(audio, torch.Tensor)
+        if is_tensor and not audio.is_floating_point():
+            raise MsgppError(f"audio must hold floats (got {audio.dtype}); scale integer PCM to [-1, 1] first")
         array = audio.detach().to("cpu", torch.float32).numpy() if is_tensor else np.asarray(audio)
-        if not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.float16):
+        if not np.issubdtype(array.dtype, np.floating):
             raise MsgppError(f"audio must hold floats (got dtype {array.dtype}); scale integer PCM to [-1, 1] first")
         if array.ndim not in (1, 2):
             raise MsgppError(f"audio must be (samples,) or (channels, samples), got shape {tuple(array.shape)}")

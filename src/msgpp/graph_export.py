@@ -77,12 +77,12 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 def enhancer_from_torchscript(path: str | os.PathLike, **options):
     """An Enhancer running an exported graph; its segment and batch size are the graph's own."""
-    from msgpp.enhancer import Enhancer
+    from msgpp.enhancer import DEFAULT_OVERLAP, Enhancer
 
     graph, metadata = load_torchscript(path, options.get("device") or "cpu")
     rate = metadata["sample_rate"]
     options.update(segment=metadata["segment_samples"] / rate, batch_size=metadata["batch_size"])
-    options.setdefault("overlap", min(1.0, options["segment"] / 2))
+    options.setdefault("overlap", min(DEFAULT_OVERLAP, options["segment"] / 2))
     return Enhancer(graph, rate, source=metadata.get("source"), **options)
 
 

@@ -288,7 +288,9 @@ def _versions() -> dict:
 
 
 def _manifest(identity: dict, preset: Preset, songs: dict) -> dict:
-    tracks = {subset: sorted(key.split("/", 1)[1] for key in songs if key.startswith(subset + "/")) for subset in SUBSETS}
+    tracks = {
+        subset: sorted(key.split("/", 1)[1] for key in songs if key.startswith(subset + "/")) for subset in SUBSETS
+    }
     files = {rel: digest for record in songs.values() for rel, digest in record["files"].items()}
     return {
         "identity": identity,

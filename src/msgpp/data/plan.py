@@ -185,7 +185,10 @@ def make_song_plan(seed: int, subset: str, index: int, duration: float) -> SongP
     rng = song_rng(seed, subset, index)
     tempo = float(rng.uniform(78, 150))
     style = str(rng.choice([name for name in DRUM_STYLES if STYLE_TEMPI[name][0] <= tempo <= STYLE_TEMPI[name][1]]))
-    swing = {"shuffle": rng.uniform(0.62, 0.68), "funk": rng.uniform(0.5, 0.56)}.get(style, rng.choice([0.5, 0.5, 0.54]))
+    # (all three draws happen whatever the style, which keeps the random stream's layout fixed)
+    swing = {"shuffle": rng.uniform(0.62, 0.68), "funk": rng.uniform(0.5, 0.56)}.get(
+        style, rng.choice([0.5, 0.5, 0.54])
+    )
     key = int(rng.integers(12))
     mode = str(rng.choice(["major", "minor"]))
     bar = 4 * 60.0 / tempo
@@ -309,7 +312,8 @@ def _drum_bar(rng, style: str, kind: str) -> list[tuple[int, int, int]]:
             hits.append((10, KICK, 85))
         hits += [(s, RIDE if big else HAT, 92 if s % 4 == 0 else 66) for s in range(0, 16, 2)]
     else:  # four on the floor
-        hits += [(s, KICK, 108) for s in (0, 4, 8, 12)] + [(4, CLAP if rng.random() < 0.5 else SNARE, 100), (12, SNARE, 105)]
+        hits += [(s, KICK, 108) for s in (0, 4, 8, 12)]
+        hits += [(4, CLAP if rng.random() < 0.5 else SNARE, 100), (12, SNARE, 105)]
         hits += [(s, OPEN_HAT if s % 4 == 2 else HAT, 80 if s % 4 == 2 else 60) for s in range(2, 16, 2)]
     return hits
 
@@ -337,7 +341,8 @@ def _drums(rng, clock: Clock, style: str, sections: list[Section]) -> StemPlan:
                 hits = [h for h in _drum_bar(rng, style, "verse") if h[0] < 8] + _drum_fill(rng, 2)
             elif last_of_section and si + 1 < len(sections) and rng.random() < 0.8:
                 beats = int(rng.choice([1, 2]))
-                hits = [h for h in _drum_bar(rng, style, section.kind) if h[0] < 16 - 4 * beats] + _drum_fill(rng, beats)
+                groove = [h for h in _drum_bar(rng, style, section.kind) if h[0] < 16 - 4 * beats]
+                hits = groove + _drum_fill(rng, beats)
             else:
                 hits = _drum_bar(rng, style, section.kind)
             if b == 0 and (si > 0 or rng.random() < 0.5):
@@ -388,7 +393,8 @@ def _bass_bar(rng, pattern, root, third, fifth, next_pc, key, scale):
         step = 0.5 if rng.random() < 0.7 else 1.0
         return [(i * step, root, step, 100 if (i * step) % 1 == 0 else 88) for i in range(int(4 / step))]
     if pattern == "root-fifth":
-        return [(0, root, 1.5, 105), (1.5, root, 0.5, 85), (2, fifth, 1.5, 100), (3.5, fifth if rng.random() < 0.5 else root + 12, 0.5, 85)]
+        pickup = fifth if rng.random() < 0.5 else root + 12
+        return [(0, root, 1.5, 105), (1.5, root, 0.5, 85), (2, fifth, 1.5, 100), (3.5, pickup, 0.5, 85)]
     if pattern == "octaves":
         return [(i * 0.5, root + (12 if i % 2 else 0), 0.5, 100 if i % 2 == 0 else 90) for i in range(8)]
     if pattern == "walking":
@@ -429,7 +435,8 @@ def _voicing(tones_pc: list[int], previous: list[int] | None, low: int = 52, hig
 
 
 def _other(rng, clock, style, chords, sections) -> StemPlan:
-    family = str(rng.choice(["piano", "e-piano", "organ", "guitar", "drive-guitar"] if style != "shuffle" else ["piano", "e-piano", "organ", "guitar"]))
+    families = ["piano", "e-piano", "organ", "guitar"] + (["drive-guitar"] if style != "shuffle" else [])
+    family = str(rng.choice(families))
     program = int(rng.choice(COMP_PROGRAMS[family]))
     comp_style = {
         "piano": ("block", "arpeggio", "offbeat"), "e-piano": ("block", "offbeat", "arpeggio"),
@@ -490,7 +497,8 @@ def _comp_bar(rng, pattern, voicing, root_pc, kind):
         for eighth in range(8):
             if eighth % 2 == 0 or rng.random() < 0.5:
                 keys = [voicing[0] - 12] + voicing if eighth % 2 == 0 else voicing[::-1]
-                out.append((eighth * 0.5, keys, 0.5, (88 if eighth % 2 == 0 else 70) + loud, float(rng.uniform(0.008, 0.018))))
+                velocity = (88 if eighth % 2 == 0 else 70) + loud
+                out.append((eighth * 0.5, keys, 0.5, velocity, float(rng.uniform(0.008, 0.018))))
         return out
     # power chords: root + fifth + octave, palm-muted eighths
     low = 40 + (root_pc - 4) % 12
@@ -504,10 +512,12 @@ def _vocals(rng, clock, key, mode, chords, sections, duration) -> StemPlan:
     # the singable scale notes, about G3..A5, sung around the key's tonic
     low = 55 + rng.integers(0, 5)
     pitches = [k for k in range(low, low + 19) if (k - key) % 12 in scale]
-    lead = Part("lead", 0, 0, program, pan=64, volume=110, reverb=int(rng.integers(30, 70)), chorus=int(rng.integers(0, 30)))
+    lead = Part("lead", 0, 0, program, pan=64, volume=110, reverb=int(rng.integers(30, 70)),
+                chorus=int(rng.integers(0, 30)))
     harmony = None
     if rng.random() < 0.5:
-        harmony = Part("harmony", 1, 0, int(rng.choice(VOCAL_PROGRAMS)), pan=int(64 + rng.choice([-1, 1]) * rng.integers(15, 35)),
+        harmony = Part("harmony", 1, 0, int(rng.choice(VOCAL_PROGRAMS)),
+                       pan=int(64 + rng.choice([-1, 1]) * rng.integers(15, 35)),
                        volume=90, reverb=lead.reverb)
     current = int(rng.integers(len(pitches) // 3, 2 * len(pitches) // 3))
     # the voice comes in on one of the first bars, but within the first 40 % of a short excerpt

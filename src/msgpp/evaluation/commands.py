@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "ground truth (rolloff error, onset F1, SI-SDR, optionally museval SDR). Writes results.csv, the paper's "
         "tables and figures with bootstrap CIs, and <out>/index.html. Reruns compute only what changed.",
     )
-    parser.add_argument("--root", required=True, help="ground truth in the MUSDB18-HQ layout (<root>/test/<track>/<source>.wav)")
+    parser.add_argument("--root", default=None, help="ground truth: the embedded benchmark, MUSDB18-HQ or MUSDB18 (default: $MUSDB_PATH)")
     parser.add_argument("--cache", required=True, help="estimate cache of `msgpp separate`")
     parser.add_argument("--out", required=True, help="output folder (report, results.csv, enhanced audio)")
     parser.add_argument("--enhancers", default=None,
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     listening = subparsers.add_parser("listening-test", help="make or analyse a two-alternative forced-choice listening test")
     actions = listening.add_subparsers(dest="action", metavar="<make|analyse>")
     make = actions.add_parser("make", help="build the static test pages (7-s excerpts, randomised, seeded)")
-    make.add_argument("--root", required=True, help="ground truth (MUSDB18-HQ layout)")
+    make.add_argument("--root", default=None, help="ground truth, as for evaluate (default: $MUSDB_PATH)")
     make.add_argument("--cache", required=True, help="estimate cache")
     make.add_argument("--enhanced", required=True, help="the `msgpp evaluate` output folder (its enhanced/ audio is used)")
     make.add_argument("--out", required=True, help="folder for the test pages")
@@ -63,8 +63,6 @@ def run_evaluate(args) -> int:
 
     started = time.monotonic()
     enhancers = resolve_enhancers(parse_enhancer_option(args.enhancers))
-    if not enhancers:
-        print("msgpp evaluate: no enhancer (none shipped or --enhancers none): raw estimates only")
     if args.excerpts < 0:
         raise MsgppError("--excerpts must be ≥ 0")
     result = evaluate(
@@ -72,6 +70,8 @@ def run_evaluate(args) -> int:
         separators=_split(args.separators), sources=_sources(args.sources), subset=args.subset,
         museval=args.museval, enhance_mono16k=args.mono16k, progress=not args.quiet,
     )
+    if not enhancers:
+        print("msgpp evaluate: no enhancer (none shipped, or --enhancers none): raw estimates only")
     print(f"msgpp evaluate: {result.computed_rows} row(s) computed, {result.reused_rows} reused → {Path(args.out) / 'results.csv'}")
     if not args.no_report:
         run_info = json.loads((Path(args.out) / "run.json").read_text())

@@ -99,21 +99,20 @@ def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]
     return specs
 
 
-def ground_truth_tracks(root: str | os.PathLike, subset: str = "test") -> dict[str, dict[str, Path]]:
-    """{track: {source: path}} of a MUSDB18-HQ-layout folder's subset."""
-    folder = Path(root) / subset
-    if not Path(root).is_dir():
-        raise MsgppError(f"--root {root}: no such folder")
-    if not folder.is_dir():
-        raise MsgppError(f"--root {root}: has no {subset}/ folder (expected the MUSDB18-HQ layout <root>/{subset}/<track>/<source>.wav)")
-    tracks = {}
-    for track in sorted(p for p in folder.iterdir() if p.is_dir()):
-        sources = {s: track / f"{s}.wav" for s in SOURCES if (track / f"{s}.wav").is_file()}
-        if sources:
-            tracks[track.name] = sources
-    if not tracks:
-        raise MsgppError(f"--root {root}: no tracks with source wavs under {folder}")
-    return tracks
+def ground_truth_tracks(root: str | os.PathLike | None, subset: str = "test") -> dict:
+    """{track name: msgpp.data.musdb.Track} of a MUSDB folder's subset: the embedded benchmark,
+    MUSDB18-HQ (wav) or MUSDB18 (.stem.mp4); None reads $MUSDB_PATH."""
+    from msgpp.data.musdb import open_tracks
+
+    return {track.name: track for track in open_tracks(root, subset)}
+
+
+def load_truth(root: str | os.PathLike | None, subset: str, track: str, source: str) -> tuple[np.ndarray, int]:
+    """One ground-truth source of one track: (audio, sample rate)."""
+    from msgpp.data.musdb import open_tracks
+
+    (found,) = open_tracks(root, subset, names=[track])
+    return found.load_source(source), found.sample_rate
 
 
 def cached_separators(cache_root: str | os.PathLike) -> list[str]:
@@ -234,7 +233,7 @@ def evaluate(
         if track not in truth_cache:
             truth_cache.clear()  # keep one track's ground truth in memory
             truth_cache[track] = {}
-        wanted = [s for s in (sources or SOURCES) if s in estimate_paths and s in truth[track]]
+        wanted = [s for s in (sources or SOURCES) if s in estimate_paths]
         rows_needed = []
         for source in wanted:
             for variant in ("raw", "msg"):
@@ -256,7 +255,7 @@ def evaluate(
 
         def target(source):
             if source not in truth_cache[track]:
-                truth_cache[track][source] = load_audio(truth[track][source])
+                truth_cache[track][source] = (truth[track].load_source(source), truth[track].sample_rate)
             return truth_cache[track][source]
 
         def target_prepared(source):  # 16 kHz mono, shared by every separator of the track
@@ -300,7 +299,7 @@ def evaluate(
     table.save()
     tracks = sorted({w[2] for w in work})
     run_info = {
-        "root": str(root), "cache": str(cache_root), "subset": subset, "museval": museval,
+        "root": str(root if root is not None else os.environ.get("MUSDB_PATH", "")), "cache": str(cache_root), "subset": subset, "museval": museval,
         "separators": {s: {"family": family(s), "weights_id": weights_ids(cache_root, s)[0]} for s in available},
         "tracks": tracks,
         "enhancers": {s: {"id": e.id, "name": e.name, "training_separators": e.training_separators} for s, e in enhancers.items()},

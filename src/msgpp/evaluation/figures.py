@@ -70,10 +70,14 @@ def metric_bars(cells, ylabel: str, title: str, path, value: str = "mean") -> Pa
     return _save(figure, path)
 
 
-def rolloff_histograms(distributions: dict[str, dict[str, np.ndarray]], source: str, path, limit: float = 2400.0) -> Path:
+def rolloff_histograms(
+    distributions: dict[str, dict[str, np.ndarray]], source: str, path, limit: float = 2400.0, cells=None
+) -> Path:
     """Fig. 5: one panel per separator, histograms of per-frame rolloff error (cents), raw and +MSG.
 
-    Values beyond ±`limit` are drawn in the outermost bins so nothing silently disappears.
+    Values beyond ±`limit` are drawn in the outermost bins so nothing silently disappears. With
+    `cells` (summary.metric_cells of "rolloff_cents") the legend shows the mean over songs and its
+    95 % interval; otherwise the mean over frames.
     """
     plt = _pyplot()
     separators = list(distributions)
@@ -85,8 +89,11 @@ def rolloff_histograms(distributions: dict[str, dict[str, np.ndarray]], source: 
             if values is None or len(values) == 0:
                 continue
             clipped = np.clip(values, -limit, limit)
-            axis.hist(clipped, bins=bins, density=True, alpha=0.55, color=color,
-                      label=f"{label} (mean {np.mean(values):+.0f})")
+            cell = next((c for c in cells or [] if c.separator == separator and c.source == source), None)
+            estimate = getattr(cell, variant, None) if cell else None
+            text = (f"song mean {estimate.mean:+.0f} [{estimate.low:+.0f}, {estimate.high:+.0f}]"
+                       if estimate is not None and estimate.n else f"frame mean {np.mean(values):+.0f}")
+            axis.hist(clipped, bins=bins, density=True, alpha=0.55, color=color, label=f"{label}: {text}")
         axis.axvline(0, color="black", linewidth=0.8)
         axis.set_title(separator)
         axis.set_xlabel("rolloff error (cents)")

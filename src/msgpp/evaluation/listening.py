@@ -62,7 +62,7 @@ def make_kit(
 ) -> Path:
     """Build the test folder from an `msgpp evaluate` output (its run.json and enhanced audio)."""
     from msgpp.audio import load_audio, save_audio
-    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, match_format
+    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, ground_truth_tracks, match_format
     from msgpp.separators.cache import find_estimates
 
     if seconds <= 0 or pairs < 1 or listeners < 1:
@@ -82,6 +82,7 @@ def make_kit(
         if source not in enhancers:
             raise MsgppError(f"--sources: {source!r} has no enhancer in {evaluation_dir}")
     subset = run_info.get("subset", "test")
+    truth_tracks = ground_truth_tracks(root, subset)
     rng = np.random.default_rng(seed)
 
     key = {"format": KEY_FORMAT, "seed": seed, "seconds": seconds, "tests": {}, "items": {}, "screening": {}}
@@ -93,14 +94,13 @@ def make_kit(
         spec = EnhancerSpec(source=source, id=enhancers[source]["id"], name=enhancers[source]["name"], load=lambda: None)
         estimates = find_estimates(cache_root, separator, subset, weights)
         item_ids = []
-        tracks = [t for t in sorted(estimates) if source in estimates[t]
-                  and enhanced_path(evaluation_dir, spec, separator, weights, subset, t).is_file()
-                  and (Path(root) / subset / t / f"{source}.wav").is_file()]
+        tracks = [t for t in sorted(estimates) if t in truth_tracks and source in estimates[t]
+                  and enhanced_path(evaluation_dir, spec, separator, weights, subset, t).is_file()]
         if not tracks:
             continue
         screening_done = False
         for track in tracks:
-            truth, rate = load_audio(Path(root) / subset / track / f"{source}.wav")
+            truth, rate = truth_tracks[track].load_source(source), truth_tracks[track].sample_rate
             raw, raw_rate = load_audio(estimates[track][source])
             msg, msg_rate = load_audio(enhanced_path(evaluation_dir, spec, separator, weights, subset, track))
             if (msg_rate, msg.shape[0]) != (raw_rate, raw.shape[0]):  # 16-kHz-mono enhancement: compare alike
@@ -308,8 +308,9 @@ def analyse_answers(kit: str | os.PathLike, answer_paths, out: str | os.PathLike
     markdown = ["| separator | source | listeners | answers | MSG preferred | p (two-tailed binomial) |", "|---|---|---|---|---|---|"]
     for row in table:
         star = " *" if row["significant"] else ""
-        markdown.append(f"| {row['separator']} | {row['source']} | {row['listeners']} | {row['answers']} | "
-                        f"{row['msg_percent']:.0f} %{star} | {row['p_value']:.3g} |")
+        share = f"{row['msg_percent']:.0f} %{star}" if row["answers"] else "–"
+        p_value = f"{row['p_value']:.3g}" if row["answers"] else "–"
+        markdown.append(f"| {row['separator']} | {row['source']} | {row['listeners']} | {row['answers']} | {share} | {p_value} |")
     markdown.append(f"\n\\* p < {alpha:g}. Listeners excluded by the screening pair: "
                     f"{sum(row['excluded_listeners'] for row in table)}.")
     text = "\n".join(markdown) + "\n"

@@ -76,10 +76,11 @@ def build_report(
     for source in summary.ordered_sources(rows):
         distributions = _frame_distributions(out / "frames", rows, source)
         if distributions:
-            histograms += _image(figures.rolloff_histograms(distributions, source, figures_dir / f"fig5_rolloff_hist_{source}.png"), out)
+            histograms += _image(figures.rolloff_histograms(distributions, source, figures_dir / f"fig5_rolloff_hist_{source}.png", cells=signed), out)
     sections.append(_section(
         "Fig. 5 — per-frame rolloff error distributions",
-        "All kept frames of all test songs pooled, per separator (bass first, as in the paper).", histograms,
+        "All kept frames of all test songs pooled, per separator (bass first, as in the paper); the legend "
+        "gives the mean over songs with its 95 % bootstrap interval.", histograms,
     ))
 
     checks = summary.sign_checks(rows, seed)
@@ -123,14 +124,18 @@ def _header(run_info: dict, rows) -> str:
         unseen = [s for s, e in enhancers.items() if e.get("training_separators") and separator not in e["training_separators"]]
         note = f" — unseen in training of the {', '.join(unseen)} enhancer(s)" if unseen else ""
         items.append(f"<li><b>{_e(separator)}</b> ({_e(info['family'])}, weights {_e(info['weights_id'])}){_e(note)}</li>")
-    enh = "".join(f"<li><b>{_e(s)}</b>: {_e(e['name'])} (id {_e(e['id'])})</li>" for s, e in sorted(enhancers.items())) or "<li>none: raw estimates only</li>"
+    enh = "<ul>" + ("".join(f"<li><b>{_e(s)}</b>: {_e(e['name'])} (id {_e(e['id'])})</li>" for s, e in sorted(enhancers.items()))
+                    or "<li>none: raw estimates only</li>") + "</ul>"
+    if enhancers:
+        enh += ("<p>The enhancers ran on the 16 kHz mono downmix of each estimate (<code>--mono16k</code>).</p>"
+                if run_info.get("enhance_mono16k") else "<p>The enhancers ran on the full-rate estimates.</p>")
     tracks = run_info.get("tracks", [])
     return (
         "<h1>msgpp evaluation report</h1>"
         f"<p>Raw separator estimates vs MSG-enhanced estimates vs ground truth on {len(tracks)} test song(s) "
         f"of <code>{_e(run_info.get('root', ''))}</code>. Metrics at 16 kHz mono, peak-normalised (the paper's protocol). "
         "Intervals: 95 % percentile bootstrap over songs (seeded).</p>"
-        f"<h3>Separators</h3><ul>{''.join(items)}</ul><h3>Enhancers</h3><ul>{enh}</ul>"
+        f"<h3>Separators</h3><ul>{''.join(items)}</ul><h3>Enhancers</h3>{enh}"
         "<p>Data: <a href='results.csv'>results.csv</a> (one row per song × separator × source × variant), "
         "<a href='tables/'>tables/</a> (CSV + Markdown).</p>"
     )
@@ -213,7 +218,7 @@ def _frame_distributions(frames_dir: Path, rows, source: str) -> dict[str, dict[
 def _excerpts(out: Path, rows, run_info: dict, count: int, seconds: float, seed: int) -> str:
     from msgpp.audio import load_audio, save_audio
     from msgpp.evaluation import metrics
-    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, match_format
+    from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, load_truth, match_format
     from msgpp.separators.cache import find_estimates
 
     picks = _pick_excerpts(rows, count, seed)
@@ -225,7 +230,7 @@ def _excerpts(out: Path, rows, run_info: dict, count: int, seconds: float, seed:
         try:
             estimate_paths = find_estimates(cache, separator, subset, run_info["separators"][separator]["weights_id"])
             raw, rate = load_audio(estimate_paths[track][source])
-            truth, truth_rate = load_audio(root / subset / track / f"{source}.wav")
+            truth, truth_rate = load_truth(root, subset, track, source)
         except Exception as error:  # a report must not die on one missing file
             log.warning("excerpt %s/%s/%s skipped: %s", separator, track, source, error)
             continue
@@ -250,7 +255,7 @@ def _excerpts(out: Path, rows, run_info: dict, count: int, seconds: float, seed:
             players.append(f"<div class='player'><span>{_e(label)}</span><audio controls preload='metadata' src='{_e(file.relative_to(out).as_posix())}'></audio></div>")
         mono = {label: metrics.prepare(clip, signals[label][1]) for label, clip in clips.items()}
         figure = figures.spectrogram_with_rolloff(mono, metrics.MSG_SAMPLE_RATE, out / "figures" / f"fig3_{name}.png",
-                                                  title=f"{track} — {source} — {separator} ({start:.0f}–{stop:.0f} s)")
+                                                  title=f"{track} — {source} — {separator} ({start:.1f}–{stop:.1f} s)")
         html_parts.append(f"<div class='excerpt'><h3>{_e(track)} · {_e(source)} · {_e(separator)}</h3>{''.join(players)}{_image(figure, out)}</div>")
     return "".join(html_parts) or "<p class='note'>No excerpts.</p>"
 

@@ -57,7 +57,8 @@ def register(subparsers) -> None:
     train.add_argument("--segment", type=float, default=1.0, help="training segment in seconds (default: %(default)s)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default: %(default)s; more threads than free cores run far slower)")
     train.add_argument("--arch", default="{}", help='JSON overrides of the architecture preset, e.g. \'{"channels": 24}\'')
     train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
     train.set_defaults(func=run_train)

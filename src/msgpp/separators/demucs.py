@@ -173,6 +173,8 @@ def save_local(model: torch.nn.Module, folder: Path, name: str, training: dict |
     signature = hashlib.sha256(described.encode()).hexdigest()[:8]
     data = torch_bytes(package)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{signature}-*.th"):  # demucs refuses two files of one signature
+        stale.unlink()
     model_file = atomic_write_bytes(folder / f"{signature}-{hashlib.sha256(data).hexdigest()[:8]}.th", data)
     bag_file = atomic_write_bytes(folder / f"{name}.yaml", yaml.safe_dump({"models": [signature]}).encode())
     write_checksums(folder, [model_file, bag_file])

@@ -130,26 +130,28 @@ def separate_tracks(
     callbacks = [EstimateWriter(cache_root, separator, todo, subtype)]
     if progress:
         callbacks.append(TrackProgressBar(f"{separator.name}"))
-    trainer = Trainer(
-        accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=progress, callbacks=callbacks,
-        default_root_dir=str(cache_root),
-    )
-    with warnings.catch_warnings(), _quiet_lightning():
-        # One track per batch is the design, and reading mixtures is cheap: not worth warning.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*treespec.*")
+    with quiet_lightning():  # one track per batch and no workers are by design; tips are noise
+        trainer = Trainer(
+            accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, enable_progress_bar=progress, callbacks=callbacks,
+            default_root_dir=str(cache_root),
+        )
         trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
     return summary
 
 
-class _quiet_lightning:
+class quiet_lightning:
     """Lightning's start-up tips and device notes are noise for a command-line user."""
 
     def __enter__(self):
         self.logger = logging.getLogger("lightning.pytorch")
         self.level = self.logger.level
         self.logger.setLevel(logging.WARNING)
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")
 
     def __exit__(self, *exc):
+        self.warnings.__exit__(*exc)
         self.logger.setLevel(self.level)

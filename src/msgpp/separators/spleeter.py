@@ -185,6 +185,7 @@ class SpleeterWorker:
         self.instruments = list(ready["instruments"])
         self.sample_rate = int(ready["sample_rate"])
         self.versions = ready.get("versions", {})
+        self.parameters = int(ready.get("parameters", 0))
 
     def separate(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
         """(samples, channels) float32 at the model's rate → {instrument: (samples, channels)}."""
@@ -407,16 +408,22 @@ def train_small(
     root,
     out,
     *,
-    steps: int = 400,
+    steps: int = 100000,
+    max_minutes: float | None = 7.0,
     seed: int = 3,
     threads: int = 1,
+    songs: int | None = None,
     validation_songs: int = 2,
     score_tracks: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Train SMALL_CONFIG with `python -m spleeter train` (in Spleeter's environment) on
     <root>/train, keep an inference-only copy of the checkpoint as <out>/model, score it on
-    <root>/test and write <out>/MODEL_CARD.md. Returns the card's facts."""
+    <root>/test and write <out>/MODEL_CARD.md. Returns the card's facts.
+
+    spleeter's trainer stops only at `steps`; with `max_minutes` it is stopped after that wall
+    time and the last checkpoint (saved every 10 steps) is kept. `songs` limits the training
+    songs (the first epoch decodes every file with ffmpeg, which is slow on a busy CPU)."""
     import time
 
     from msgpp.separators.card import write_model_card
@@ -426,8 +433,8 @@ def train_small(
     python = ensure_environment(progress)
     with tempfile.TemporaryDirectory(prefix="msgpp-spleeter-") as temporary:
         work = Path(temporary)
-        params = dict(SMALL_CONFIG, train_max_steps=steps, save_checkpoints_steps=steps, random_seed=seed)
-        songs = write_training_csv(work / "train.csv", root, "train", params["instrument_list"])
+        params = dict(SMALL_CONFIG, train_max_steps=steps, save_checkpoints_steps=min(steps, 10), random_seed=seed)
+        song_count = write_training_csv(work / "train.csv", root, "train", params["instrument_list"], limit=songs)
         write_training_csv(work / "validation.csv", root, "test", params["instrument_list"], limit=validation_songs)
         params.update(
             train_csv=str(work / "train.csv"), validation_csv=str(work / "validation.csv"),
@@ -440,15 +447,28 @@ def train_small(
                            PYTHONNOUSERSITE="1")
         environment.pop("PYTHONPATH", None)
         started = time.monotonic()
-        log_path = work / "train.log"
+        log_path = Path(tempfile.gettempdir()) / "msgpp-spleeter-train.log"  # kept for inspection
+        stopped = False
         with open(log_path, "w") as log_file:
-            result = subprocess.run([str(python), "-m", "spleeter", "train", "-p", str(work / "params.json"),
-                                     "-d", str(root), "--verbose"], stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+            process = subprocess.Popen([str(python), "-m", "spleeter", "train", "-p", str(work / "params.json"),
+                                        "-d", str(root), "--verbose"], stdout=log_file, stderr=subprocess.STDOUT,
+                                       env=environment)
+            try:
+                process.wait(timeout=max_minutes * 60 if max_minutes else None)
+            except subprocess.TimeoutExpired:
+                stopped = True
+                process.terminate()
+                process.wait()
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
         minutes = (time.monotonic() - started) / 60
         losses = _losses_from_log(log_path.read_text(errors="replace"))
-        if result.returncode != 0:
+        trained_steps = _checkpoint_step(work / "training")
+        if (process.returncode != 0 and not stopped) or not trained_steps:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise MsgppError(f"spleeter train failed (exit {result.returncode}): {' | '.join(tail)}")
+            raise MsgppError(f"spleeter train failed (exit {process.returncode}, no checkpoint): {' | '.join(tail)}")
         staging = out.parent / f".{out.name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         model = staging / "model"
@@ -466,16 +486,19 @@ def train_small(
 
     write_checksums(model, sorted(model.glob("model.*")) + [model / "params.json"])
     facts = {
-        "steps": steps, "minutes": round(minutes, 2), "batch_size": params["batch_size"],
-        "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": songs,
+        "steps": trained_steps, "stopped_at_max_minutes": stopped, "minutes": round(minutes, 2),
+        "batch_size": params["batch_size"], "T": params["T"],
+        "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": song_count,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "data": str(root), "trainer": "python -m spleeter train (spleeter 2.4.2, tensorflow-cpu 2.12.1)",
     }
     separator = SpleeterSeparator.load(model, threads=threads)
     try:
         scores = score_separator(separator, root, "test", limit=score_tracks, progress=progress)
-        command = f"msgpp spleeter train --root {root} --out {out} --steps {steps} --seed {seed} --threads {threads}"
-        write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
+        command = (f"msgpp spleeter train --root {root} --out {out} --steps {steps} --max-minutes {max_minutes:g} "
+                   f"--seed {seed} --threads {threads}" + (f" --songs {songs}" if songs else ""))
+        card = write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
+        _complete_card(card, model, separator)
     finally:
         separator.close()
     old = out.parent / f".{out.name}.old"
@@ -491,11 +514,30 @@ def train_small(
     return {"weights": str(out / "model"), "weights_id": separator.weights.id, "training": facts, "scores": scores["sources"]}
 
 
+def _checkpoint_step(folder: Path) -> int:
+    """The global step of the newest checkpoint in a training folder (0 if none)."""
+    import re
+
+    index = folder / "checkpoint"
+    found = re.search(r'^model_checkpoint_path: ".*?-(\d+)"', index.read_text(), re.M) if index.is_file() else None
+    return int(found.group(1)) if found else 0
+
+
 def _losses_from_log(text: str) -> list[float]:
     """The `loss = …` values that TensorFlow's estimator logs every 10 steps."""
     import re
 
     return [float(value) for value in re.findall(r"\bloss = ([0-9.eE+-]+)", text)]
+
+
+def _complete_card(card: Path, model: Path, separator: "SpleeterSeparator") -> None:
+    """The generic card counts torch parameters and lists files beside it; Spleeter's live in
+    TensorFlow and in model/: say so."""
+    sizes = ", ".join(f"`model/{p.name}` ({p.stat().st_size / 1e6:.2f} MB)" for p in sorted(model.glob("model.*")))
+    count = separator.model.worker.parameters
+    lines = [f"- parameters: {count:,} (TensorFlow variables: 4 U-Nets); files: {sizes}, `model/params.json`"
+             if line.startswith("- parameters:") else line for line in card.read_text().splitlines()]
+    card.write_text("\n".join(lines) + "\n")
 
 
 # --- `msgpp spleeter {setup,train}` --------------------------------------------------------------
@@ -510,8 +552,10 @@ def register(subparsers) -> None:
     train = commands.add_parser("train", help="train a small Spleeter model with spleeter's own trainer")
     train.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/")
     train.add_argument("--out", type=Path, help="folder to write (default: the shipped separators/spleeter/)")
-    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--steps", type=int, default=100000, help="spleeter's train_max_steps (default: %(default)s)")
+    train.add_argument("--max-minutes", type=float, default=7.0, help="stop after this wall time (default: %(default)s)")
     train.add_argument("--seed", type=int, default=3)
+    train.add_argument("--songs", type=int, help="train on the first N training songs (default: all)")
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
     train.set_defaults(func=run_train)
@@ -527,7 +571,8 @@ def run_setup(args) -> int:
 
 
 def run_train(args) -> int:
-    result = train_small(args.root, args.out or assets_dir(), steps=args.steps, seed=args.seed,
+    result = train_small(args.root, args.out or assets_dir(), steps=args.steps, max_minutes=args.max_minutes,
+                         seed=args.seed, songs=args.songs,
                          threads=args.threads, score_tracks=args.score_tracks)
     print(json.dumps(result, indent=2))
     return 0

@@ -79,8 +79,10 @@ class SpleeterModel:
                 intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads
             )
             self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+            _check_shapes(tf, checkpoint, tf.compat.v1.global_variables())
             self.saver = tf.compat.v1.train.Saver()
             self.saver.restore(self.session, checkpoint)
+            self.parameters = int(sum(np.prod(v.shape) for v in tf.compat.v1.global_variables()))
         self.instruments = list(params["instrument_list"])
         self.sample_rate = int(params["sample_rate"])
 
@@ -99,6 +101,20 @@ class SpleeterModel:
         feed = {self.features["waveform"]: waveform, self.features["audio_id"]: ""}
         results = self.session.run(self.outputs, feed_dict=feed)
         return {name: self.np.ascontiguousarray(results[name], dtype=self.np.float32) for name in self.instruments}
+
+
+def _check_shapes(tf, checkpoint, variables):
+    """Saver.restore reshapes variables silently: refuse a checkpoint made for other params."""
+    stored = dict(tf.train.list_variables(checkpoint))
+    for variable in variables:
+        name = variable.op.name
+        if name not in stored:
+            raise ValueError(f"the checkpoint has no variable {name} (weights for another configuration?)")
+        if list(stored[name]) != variable.shape.as_list():
+            raise ValueError(
+                f"variable {name} is {list(stored[name])} in the checkpoint, {variable.shape.as_list()} in the "
+                "configuration (weights for another configuration?)"
+            )
 
 
 def main(argv=None):
@@ -129,7 +145,8 @@ def main(argv=None):
     versions["spleeter"] = getattr(spleeter, "__version__", None) or _distribution_version("spleeter")
     write_message(
         protocol_out,
-        {"ok": True, "instruments": model.instruments, "sample_rate": model.sample_rate, "versions": versions},
+        {"ok": True, "instruments": model.instruments, "sample_rate": model.sample_rate, "versions": versions,
+         "parameters": model.parameters},
     )
     while True:
         header, payload = read_message(protocol_in)

@@ -144,15 +144,18 @@ def train_separator(separator: Separator, root: Path, options: TrainingOptions, 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = Trainer(
-        accelerator="auto", devices=1, max_epochs=1, max_steps=options.steps,
-        max_time=timedelta(minutes=options.max_minutes) if options.max_minutes else None,
-        gradient_clip_val=options.clip, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=progress, callbacks=[Record()],
-        deterministic=True, default_root_dir=str(root),
-    )
+    from msgpp.separators.predict import quiet_lightning
+
     started = time.monotonic()
-    trainer.fit(SeparatorTraining(separator, options.lr), train_dataloaders=loader)
+    with quiet_lightning():
+        trainer = Trainer(
+            accelerator="auto", devices=1, max_epochs=1, max_steps=options.steps,
+            max_time=timedelta(minutes=options.max_minutes) if options.max_minutes else None,
+            gradient_clip_val=options.clip, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, enable_progress_bar=progress, callbacks=[Record()],
+            deterministic=True, default_root_dir=str(root),
+        )
+        trainer.fit(SeparatorTraining(separator, options.lr), train_dataloaders=loader)
     separator.cpu().eval()
     values = losses
     window = max(1, min(50, len(values) // 5 or 1))

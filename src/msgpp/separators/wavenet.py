@@ -408,7 +408,7 @@ def train_small(
     options = TrainingOptions(steps=steps, max_minutes=max_minutes, batch_size=batch_size,
                               segment_seconds=segment_seconds, lr=lr, seed=seed)
     with tempfile.TemporaryDirectory(prefix="msgpp-wavenet-") as temporary:
-        _mono_copy(train_tracks(root), Path(temporary) / "train", separator.sources, SAMPLE_RATE, progress)
+        _mono_copy(train_tracks(root), Path(temporary) / "train", ("mixture",) + separator.sources, SAMPLE_RATE, progress)
         facts = train_separator(separator, Path(temporary), options, progress=progress)
     facts.update(preset=preset, data=str(root), threads=torch.get_num_threads())
     staging = out.parent / f".{out.name}.new"
@@ -419,7 +419,8 @@ def train_small(
         f"msgpp wavenet-train --root {root} --out {out} --preset {preset} --steps {steps} "
         f"--max-minutes {max_minutes:g} --batch-size {batch_size} --segment {segment_seconds:g} --lr {lr:g} --seed {seed}"
     )
-    write_model_card(staging, separator, separator.model.config.to_dict(), info, facts, scores, command)
+    card = write_model_card(staging, separator, separator.model.config.to_dict(), info, facts, scores, command)
+    append_card_notes(card)
     old = out.parent / f".{out.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -427,6 +428,24 @@ def train_small(
     staging.replace(out)
     shutil.rmtree(old, ignore_errors=True)
     return {"weights": str(out), "weights_id": info.id, "training": facts, "scores": scores["sources"]}
+
+
+def append_card_notes(card: Path) -> None:
+    """What the generic card cannot know: Wavenet's weights format and the upstream weights."""
+    notes = """
+## Wavenet specifics
+- Weights: a msgpp checkpoint (`torch.save` of a dict: format `msgpp-wavenet/1`, the `WavenetConfig`
+  constructor arguments, the state dict, library versions, these training facts), loaded with
+  `torch.load(weights_only=True)`. Upstream's own format is Keras HDF5: `--weights path/to/checkpoint.hdf5`
+  loads the released multi-instrument model (3,277,763 parameters) through the converter, and
+  `msgpp wavenet-convert IN.hdf5 OUT.pt` writes it in this format.
+- Mono 16 kHz: stereo input is averaged, the estimates are resampled back and duplicated to the
+  mixture's channels, so stereo differences between sources are lost (upstream behaves the same).
+- The network predicts vocals, drums and bass; `other` is the mixture minus their sum.
+"""
+    text = card.read_text()
+    if "## Wavenet specifics" not in text:
+        card.write_text(text.rstrip("\n") + "\n" + notes)
 
 
 def _mono_copy(tracks, folder: Path, sources, sample_rate: int, progress: bool) -> None:

@@ -120,3 +120,38 @@ def _playable(signal: np.ndarray) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float32).reshape(-1)
     peak = float(np.abs(signal).max()) if signal.size else 0.0
     return signal / peak if peak > 1.0 else signal
+
+
+class TrainingThroughput(L.Callback):
+    """Training examples (one-second clips at the default window) per second of training-step
+    time, over all devices; validation and data loading excluded. Logged as
+    `perf/examples_per_second` and summarised when training ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.examples, self.seconds, self._started = 0, 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import time
+
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        if self._started is None:
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.examples += int(batch["estimate"].shape[0]) * trainer.world_size
+        if self.seconds > 0:
+            pl_module.log("perf/examples_per_second", self.examples / self.seconds, on_step=True, rank_zero_only=True)
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.seconds:
+            log.info("training throughput: %.2f examples/s (%d examples in %.0f s of training steps)",
+                     self.examples_per_second, self.examples, self.seconds)

@@ -26,6 +26,14 @@ def best_precision() -> str:
 
 class MSGTrainCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None):
+        import warnings
+
+        with warnings.catch_warnings():
+            # `msgpp train ARGS` hands ARGS over explicitly while sys.argv also holds them.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            self._construct(args)
+
+    def _construct(self, args: list[str] | None) -> None:
         super().__init__(
             MSGModule,
             MSGDataModule,

@@ -50,14 +50,24 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
+    import warnings
+
+    # TrainingStream splits its work across DataLoader workers itself, so its length is exact.
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined")
     cli = build_cli(args.cli_args)
     if cli is None:  # --help / --print_config: LightningCLI already answered
         return 0
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    for callback in cli.trainer.checkpoint_callbacks:
-        if getattr(callback, "last_model_path", None):
-            log.info("last checkpoint: %s  (export it with `msgpp export %s --out DIR`)",
-                     callback.last_model_path, callback.last_model_path)
+    trainer = cli.trainer
+    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    if trainer.state.status != "finished":
+        return 130  # interrupted: the last periodic checkpoint stands
+    # A run that stops on max_steps / max_time between periodic checkpoints would lose its last
+    # batches; "last" is rewritten with the final state (resuming from it continues the run).
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "save_last", False) and callback.dirpath:
+            path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            trainer.save_checkpoint(path, weights_only=False)  # optimisers too: resumable
+            log.info("final checkpoint: %s  (export it with `msgpp export %s --out DIR`)", path, path)
     return 0
 
 
