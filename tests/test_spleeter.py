@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from msgpp.errors import MsgppError
-from msgpp.separators import spleeter
+from msgpp.separators import spleeter, spleeter_env
 from msgpp.separators.spleeter import SpleeterSeparator, resolve_model_folder, write_training_csv
 
 RATE = 44100
@@ -85,14 +85,14 @@ def test_training_csv_lists_mixture_sources_and_duration(tmp_path):
 
 
 def test_stale_environment_is_not_ready(tmp_path, monkeypatch):
-    monkeypatch.setenv(spleeter.ENV_VARIABLE, str(tmp_path / "env"))
-    assert not spleeter.environment_ready()
+    monkeypatch.setenv(spleeter_env.ENV_VARIABLE, str(tmp_path / "env"))
+    assert not spleeter_env.environment_ready()
     (tmp_path / "env" / "bin").mkdir(parents=True)
     (tmp_path / "env" / "bin" / "python").write_text("")
     (tmp_path / "env" / ".msgpp-ready").write_text("an older requirements digest\n")
-    assert not spleeter.environment_ready()
-    (tmp_path / "env" / ".msgpp-ready").write_text(spleeter._requirements_digest() + "\n")
-    assert spleeter.environment_ready()
+    assert not spleeter_env.environment_ready()
+    (tmp_path / "env" / ".msgpp-ready").write_text(spleeter_env._requirements_digest() + "\n")
+    assert spleeter_env.environment_ready()
 
 
 def test_worker_protocol_round_trips_headers_and_arrays():
@@ -124,7 +124,7 @@ def separator():
 def test_shipped_model_separates_at_the_mixture_rate_and_channels(separator):
     assert (separator.name, separator.family, separator.sample_rate) == ("spleeter", "spectrogram", RATE)
     assert separator.sources == ("drums", "bass", "other", "vocals")
-    assert separator.weights.details["versions"]["spleeter"] == "2.4.2"
+    assert separator.model.worker.versions["spleeter"] == "2.4.2"
     rng = np.random.default_rng(0)
     pid = separator.model.worker.process.pid
     for channels, rate, length in ((2, RATE, RATE), (1, 22050, 11025), (2, 16000, 300)):

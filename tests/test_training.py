@@ -322,6 +322,14 @@ def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_pat
     with torch.no_grad():
         assert torch.allclose(generator(audio), module.generator.eval()(audio), atol=1e-6)
     assert os.path.getsize(path) < 2 * sum(p.numel() * 4 for p in generator.parameters()) + 100_000
+    from msgpp.training.measure import markdown_table, measure_mrstft
+
+    rows = measure_mrstft(str(path), str(root), str(cache), ["sepa", "unseen"], progress=False)
+    assert [(row["separator"], row["songs"]) for row in rows] == [("sepa", 1), ("unseen", 1)]
+    for row in rows:
+        assert row["mrstft_raw"] > 0 and row["mrstft_enhanced"] > 0
+        assert row["change_percent"] == pytest.approx(100 * (row["mrstft_enhanced"] / row["mrstft_raw"] - 1))
+    assert "| vocals | unseen | 1 |" in markdown_table(rows)
     with pytest.raises(MsgppError, match="not a checkpoint written by `msgpp train`"):
         torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "out")

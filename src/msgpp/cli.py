@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "msgpp.demo",
     "msgpp.training.commands",
     "msgpp.separators.wavenet_keras",
-    "msgpp.separators.spleeter",
+    "msgpp.separators.spleeter_env",
     "msgpp.enhance_commands",
     "msgpp.evaluation.commands",
 ]

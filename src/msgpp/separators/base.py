@@ -14,7 +14,7 @@ Lightning moves it like any other submodule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,7 +38,6 @@ class WeightsInfo:
     location: str  # a folder, a file, or an upstream name ("hdemucs_mmi") when downloaded
     sha256: str
     files: tuple[str, ...] = ()
-    details: dict = field(default_factory=dict, compare=False)
 
     @property
     def id(self) -> str:

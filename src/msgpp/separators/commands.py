@@ -1,9 +1,7 @@
 """`msgpp separate` and `msgpp separators {list,train,score}`."""
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -12,8 +10,6 @@ import time
 from pathlib import Path
 
 from msgpp.errors import MsgppError
-
-log = logging.getLogger(__name__)
 
 SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLOAT": "FLOAT"}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fractions
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -34,8 +33,6 @@ from msgpp.separators.weights import (
     atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
     write_checksums,
 )
-
-log = logging.getLogger(__name__)
 
 # Small configurations of the real architectures, trainable on a 2-core CPU (~1 M parameters).
 PRESETS = {

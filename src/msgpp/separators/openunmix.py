@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import types
@@ -39,8 +38,6 @@ from msgpp.separators.weights import (
     atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
     write_checksums,
 )
-
-log = logging.getLogger(__name__)
 
 # A small Open-Unmix (hidden 64, 2048-point STFT, input bins up to 16 kHz): ~310 k parameters per
 # target, trainable on a 2-core CPU. Upstream umxhq: nfft 4096, nhop 1024, hidden 512.

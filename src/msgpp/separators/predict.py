@@ -24,7 +24,6 @@ from msgpp.separators import cache
 from msgpp.separators.base import Separator
 from msgpp.separators.tracks import TrackRef
 
-log = logging.getLogger(__name__)
 
 class MixtureDataset(Dataset):
     """Loads one track's mixture per item (in the DataLoader's workers when there are some)."""

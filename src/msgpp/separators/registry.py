@@ -11,14 +11,11 @@ Classes are imported only when asked for, so listing names stays cheap.
 """
 from __future__ import annotations
 
-import logging
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from msgpp.errors import MsgppError
-
-log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "msgpp.separators"
 

@@ -16,14 +16,12 @@ trained with). A folder without params.json is taken for an upstream release: th
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import logging
 import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -34,125 +32,22 @@ from torch import nn
 
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator, WeightsInfo
+from msgpp.separators.spleeter_env import (  # noqa: F401  (re-exported: the environment's API)
+    ENV_VARIABLE,
+    SPLEETER_VERSION,
+    assets_dir,
+    ensure_environment,
+    environment_dir,
+    environment_python,
+    environment_ready,
+)
 
 log = logging.getLogger(__name__)
 
-SPLEETER_VERSION = "2.4.2"
-ENV_VARIABLE = "MSGPP_SPLEETER_ENV"
-PYTHON_VARIABLE = "MSGPP_SPLEETER_PYTHON"
 WORKER_SCRIPT = Path(__file__).with_name("spleeter_worker.py")
 _HEADER = struct.Struct("<Q")
 # The upstream configuration a params-less folder is read with (spleeter's own resource).
 UPSTREAM_CONFIGS = {4: "spleeter:4stems", 2: "spleeter:2stems", 5: "spleeter:5stems"}
-
-
-# --- the environment ---------------------------------------------------------------------------
-
-
-def assets_dir() -> Path:
-    from msgpp.separators.weights import separators_dir
-
-    return separators_dir() / "spleeter"
-
-
-def requirements_file() -> Path:
-    return assets_dir() / "requirements.txt"
-
-
-def environment_dir() -> Path:
-    return Path(os.environ[ENV_VARIABLE]) if os.environ.get(ENV_VARIABLE) else assets_dir() / ".venv"
-
-
-def environment_python() -> Path:
-    return environment_dir() / "bin" / "python"
-
-
-def _stamp() -> Path:
-    return environment_dir() / ".msgpp-ready"
-
-
-def _requirements_digest() -> str:
-    text = requirements_file().read_bytes() if requirements_file().is_file() else b""
-    return hashlib.sha256(text + SPLEETER_VERSION.encode()).hexdigest()
-
-
-def environment_ready() -> bool:
-    """True when the environment exists and was built from the current requirements file."""
-    stamp = _stamp()
-    return environment_python().is_file() and stamp.is_file() and stamp.read_text().strip() == _requirements_digest()
-
-
-def find_base_python() -> str:
-    """A Python 3.8–3.11 to build the environment with: $MSGPP_SPLEETER_PYTHON, this one if old
-    enough, else python3.11 … python3.8 on PATH."""
-    candidates = [os.environ.get(PYTHON_VARIABLE)] if os.environ.get(PYTHON_VARIABLE) else []
-    if sys.version_info[:2] <= (3, 11):
-        candidates.append(sys.executable)
-    candidates += [shutil.which(f"python3.{minor}") for minor in (11, 10, 9, 8)]
-    for candidate in filter(None, candidates):
-        try:
-            version = subprocess.run(
-                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True, text=True, timeout=60, check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        major, minor = map(int, version.split("."))
-        if (major, minor) >= (3, 8) and (major, minor) <= (3, 11):
-            return candidate
-    raise MsgppError(
-        f"spleeter {SPLEETER_VERSION} needs Python 3.8–3.11 and none was found; install python3.11 "
-        f"or set {PYTHON_VARIABLE}=/path/to/python3.11"
-    )
-
-
-def ensure_environment(progress: bool = True) -> Path:
-    """Build Spleeter's environment if it is missing or stale; return its Python.
-
-    tensorflow-cpu and the other pins first, then spleeter itself with --no-deps (its own
-    requirement on `tensorflow` would pull the CUDA build); jax/jaxlib, which tensorflow 2.12
-    drags in and spleeter never imports, are removed (~300 MB). A file lock keeps two processes
-    from building it at once.
-    """
-    if environment_ready():
-        return environment_python()
-    import fcntl
-
-    if not requirements_file().is_file():
-        raise MsgppError(f"{requirements_file()}: missing (Spleeter's environment requirements)")
-    folder = environment_dir()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = folder.parent / f".{folder.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if environment_ready():  # built by another process meanwhile
-            return environment_python()
-        base = find_base_python()
-        say = (lambda text: print(f"spleeter environment: {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
-        say(f"building {folder} with {base} (~2–3 minutes, ~1.5 GB)")
-        shutil.rmtree(folder, ignore_errors=True)
-        python = str(environment_python())
-        pip = [python, "-m", "pip", "-q", "--disable-pip-version-check"]
-        steps = [
-            [base, "-m", "venv", str(folder)],
-            pip + ["install", "--upgrade", "pip"],
-            pip + ["install", "-r", str(requirements_file())],
-            pip + ["install", "--no-deps", f"spleeter=={SPLEETER_VERSION}"],
-            pip + ["uninstall", "-y", "jax", "jaxlib"],
-        ]
-        for command in steps:
-            say(" ".join(Path(part).name if part in (base, python) else part for part in command))
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise MsgppError(f"building Spleeter's environment failed at `{' '.join(command[-3:])}`: {tail[0]}")
-        check = subprocess.run([python, "-c", "import spleeter.separator"], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise MsgppError(f"Spleeter's environment was built but `import spleeter.separator` fails: "
-                             f"{(check.stderr.strip().splitlines() or ['?'])[-1]}")
-        _stamp().write_text(_requirements_digest() + "\n")
-        say("ready")
-    return environment_python()
 
 
 # --- the worker --------------------------------------------------------------------------------
@@ -304,8 +199,7 @@ class SpleeterSeparator(Separator):
         hashes = verify_files(files)
         threads = threads or max(1, torch.get_num_threads())
         worker = SpleeterWorker(config, folder.resolve(), threads=threads)
-        info = WeightsInfo(str(folder), fingerprint(hashes, extra=f"spleeter {SPLEETER_VERSION}"),
-                           tuple(sorted(hashes)), {"config": config, "versions": worker.versions})
+        info = WeightsInfo(str(folder), fingerprint(hashes, extra=f"spleeter {SPLEETER_VERSION}"), tuple(sorted(hashes)))
         return cls(worker, info)
 
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -450,9 +344,11 @@ def train_small(
         log_path = Path(tempfile.gettempdir()) / "msgpp-spleeter-train.log"  # kept for inspection
         stopped = False
         with open(log_path, "w") as log_file:
-            process = subprocess.Popen([str(python), "-m", "spleeter", "train", "-p", str(work / "params.json"),
-                                        "-d", str(root), "--verbose"], stdout=log_file, stderr=subprocess.STDOUT,
-                                       env=environment)
+            # spleeter's `train` command, run by the worker script so that it can hand spleeter a
+            # soundfile-based audio adapter (its --adapter option) instead of ffmpeg processes.
+            process = subprocess.Popen([str(python), str(WORKER_SCRIPT), "--params", str(work / "params.json"),
+                                        "--model-dir", str(work / "training"), "--train", str(root)],
+                                       stdout=log_file, stderr=subprocess.STDOUT, env=environment)
             try:
                 process.wait(timeout=max_minutes * 60 if max_minutes else None)
             except subprocess.TimeoutExpired:
@@ -490,13 +386,13 @@ def train_small(
         "batch_size": params["batch_size"], "T": params["T"],
         "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": song_count,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-        "data": str(root), "trainer": "python -m spleeter train (spleeter 2.4.2, tensorflow-cpu 2.12.1)",
+        "data": str(root), "trainer": "spleeter's train command (spleeter 2.4.2, tensorflow-cpu 2.12.1), soundfile audio adapter",
     }
     separator = SpleeterSeparator.load(model, threads=threads)
     try:
         scores = score_separator(separator, root, "test", limit=score_tracks, progress=progress)
-        command = (f"msgpp spleeter train --root {root} --out {out} --steps {steps} --max-minutes {max_minutes:g} "
-                   f"--seed {seed} --threads {threads}" + (f" --songs {songs}" if songs else ""))
+        command = (f"msgpp spleeter train --root {root} --out {out} --steps {steps} --seed {seed} --threads {threads}"
+                   + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --songs {songs}" if songs else ""))
         card = write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
         _complete_card(card, model, separator)
     finally:
@@ -538,41 +434,25 @@ def _complete_card(card: Path, model: Path, separator: "SpleeterSeparator") -> N
     lines = [f"- parameters: {count:,} (TensorFlow variables: 4 U-Nets); files: {sizes}, `model/params.json`"
              if line.startswith("- parameters:") else line for line in card.read_text().splitlines()]
     card.write_text("\n".join(lines) + "\n")
+    append_card_notes(card)
 
 
-# --- `msgpp spleeter {setup,train}` --------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("spleeter", help="Spleeter's environment and training")
-    commands = parser.add_subparsers(dest="spleeter_command", metavar="<command>", required=True)
-    setup = commands.add_parser("setup", help=f"build Spleeter's virtual environment (spleeter {SPLEETER_VERSION})")
-    setup.add_argument("--check", action="store_true", help="only say whether it is ready (exit 1 if not)")
-    setup.set_defaults(func=run_setup)
-    train = commands.add_parser("train", help="train a small Spleeter model with spleeter's own trainer")
-    train.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/")
-    train.add_argument("--out", type=Path, help="folder to write (default: the shipped separators/spleeter/)")
-    train.add_argument("--steps", type=int, default=100000, help="spleeter's train_max_steps (default: %(default)s)")
-    train.add_argument("--max-minutes", type=float, default=7.0, help="stop after this wall time (default: %(default)s)")
-    train.add_argument("--seed", type=int, default=3)
-    train.add_argument("--songs", type=int, help="train on the first N training songs (default: all)")
-    train.add_argument("--threads", type=int, default=1)
-    train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
-    train.set_defaults(func=run_train)
-
-
-def run_setup(args) -> int:
-    if args.check:
-        ready = environment_ready()
-        print(f"{environment_dir()}: {'ready' if ready else 'missing or stale'}")
-        return 0 if ready else 1
-    print(ensure_environment())
-    return 0
-
-
-def run_train(args) -> int:
-    result = train_small(args.root, args.out or assets_dir(), steps=args.steps, max_minutes=args.max_minutes,
-                         seed=args.seed, songs=args.songs,
-                         threads=args.threads, score_tracks=args.score_tracks)
-    print(json.dumps(result, indent=2))
-    return 0
+def append_card_notes(card: Path) -> None:
+    """What the generic card cannot know about Spleeter."""
+    notes = f"""
+## Spleeter specifics
+- The real `spleeter` {SPLEETER_VERSION} package (tensorflow-cpu 2.12.1) runs in its own environment
+  (`separators/spleeter/.venv`, built by `make install` / `msgpp spleeter setup`), behind one
+  long-lived worker process; see docs/spleeter-wavenet.md.
+- Weights: spleeter's own model folder, `model/` (TensorFlow checkpoint `model.index` +
+  `model.data-*`, `checkpoint`, `.probe`) with `params.json`, the spleeter configuration it was
+  trained with: the released 4stems configuration except `conv_n_filters` 4…128 (released:
+  16…512) and T = 128 frames (released: 512). Inference-only copy: no optimiser slots.
+- Trained by spleeter's own `train` command (its `--adapter` option given a soundfile reader
+  instead of ffmpeg processes), L1 on masked magnitudes, Adam; stopped at the time limit above.
+- Like every spectrogram model with F = 1024 bins, it outputs nothing above ~11 kHz.
+- Released weights load too: `--weights path/to/pretrained_models/4stems`.
+"""
+    text = card.read_text()
+    if "## Spleeter specifics" not in text:
+        card.write_text(text.rstrip("\n") + "\n" + notes)

@@ -103,6 +103,30 @@ class SpleeterModel:
         return {name: self.np.ascontiguousarray(results[name], dtype=self.np.float32) for name in self.instruments}
 
 
+def make_soundfile_adapter():
+    """A spleeter AudioAdapter reading WAV/FLAC with soundfile, for `spleeter train -a`: the
+    default adapter runs ffprobe and ffmpeg per file, seconds each on a busy CPU."""
+    import numpy as np
+    import soundfile as sf
+    from spleeter.audio.adapter import AudioAdapter
+
+    class SoundfileAdapter(AudioAdapter):
+        def load(self, path, offset=None, duration=None, sample_rate=None, dtype=b"float32"):
+            path = path.decode() if isinstance(path, bytes) else str(path)
+            info = sf.info(path)
+            if sample_rate is not None and int(sample_rate) != info.samplerate:
+                raise ValueError(f"{path}: {info.samplerate} Hz, the model needs {int(sample_rate)} Hz")
+            start = int(round((offset or 0) * info.samplerate))
+            frames = int(round(duration * info.samplerate)) if duration is not None else -1
+            data, rate = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+            return data.astype(np.dtype(dtype.decode() if isinstance(dtype, bytes) else dtype)), rate
+
+        def save(self, path, data, sample_rate, codec=None, bitrate=None):
+            sf.write(str(path), data, int(sample_rate))
+
+    return SoundfileAdapter
+
+
 def _check_shapes(tf, checkpoint, variables):
     """Saver.restore reshapes variables silently: refuse a checkpoint made for other params."""
     stored = dict(tf.train.list_variables(checkpoint))
@@ -123,7 +147,15 @@ def main(argv=None):
     parser.add_argument("--model-dir", required=True, help="the model folder (TensorFlow checkpoint + .probe)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--export", metavar="FOLDER", help="write an inference-only copy of the model and exit")
+    parser.add_argument("--train", metavar="DATA", help="run spleeter's `train` on this data folder and exit")
     args = parser.parse_args(argv)
+    if args.train:
+        from spleeter.__main__ import train
+
+        globals()["SoundfileAdapter"] = make_soundfile_adapter()
+        # spleeter's own train command, with its --adapter option naming the adapter above.
+        train(adapter="__main__.SoundfileAdapter", data=args.train, params_filename=args.params, verbose=True)
+        return 0
     if args.export:
         SpleeterModel(args.params, os.path.abspath(args.model_dir), args.threads).export(args.export)
         return 0

@@ -8,7 +8,6 @@ is seeded: the same seed and step count give the same weights on CPU.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,8 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -313,7 +313,7 @@ class WavenetSeparator(Separator):
             model = load_keras_wavenet(path)
         else:
             model = load_checkpoint(path)
-        info = WeightsInfo(str(path), fingerprint(hashes), (path.name,), {"config": model.config.to_dict()})
+        info = WeightsInfo(str(path), fingerprint(hashes), (path.name,))
         return cls(model, info).to(device)
 
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -417,7 +417,8 @@ def train_small(
     scores = score_separator(WavenetSeparator.load(staging), root, "test", limit=score_tracks, progress=progress)
     command = (
         f"msgpp wavenet-train --root {root} --out {out} --preset {preset} --steps {steps} "
-        f"--max-minutes {max_minutes:g} --batch-size {batch_size} --segment {segment_seconds:g} --lr {lr:g} --seed {seed}"
+        f"--batch-size {batch_size} --segment {segment_seconds:g} --lr {lr:g} --seed {seed}"
+        + (f" --max-minutes {max_minutes:g}" if max_minutes else "")
     )
     card = write_model_card(staging, separator, separator.model.config.to_dict(), info, facts, scores, command)
     append_card_notes(card)

@@ -211,6 +211,14 @@ class StreamLoader(DataLoader):
         self.dataset.start_batch = int(self._position())
         return super().__iter__()
 
+    # Lightning checks for these to know that a loader resumes mid-epoch. Nothing needs saving:
+    # the position is recomputed from the restored step count when iteration starts.
+    def state_dict(self) -> dict:
+        return {"start_batch": int(self.dataset.start_batch)}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def _seed_worker(worker_id: int) -> None:
     # Examples are pure functions of their stream position; this seeds anything else a worker
