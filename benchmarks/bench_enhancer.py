@@ -9,7 +9,7 @@ in interleaved rounds (best of the rounds), so a machine shared with other work 
 and msgpp's output is compared with unchunked fp32 inference (the whole signal in one forward).
 
 Memory: `msgpp enhance` in a subprocess on a long stereo 44.1 kHz file; its peak RSS from the
-kernel (wait4). The paper generator's share is measured on a short file, the streaming
+kernel (getrusage of a small launcher's children). The paper generator's share is measured on a short file, the streaming
 pipeline's on the long one (a tiny generator, since the paper one takes hours on 2 cores):
 peak memory does not grow with the file's length.
 
@@ -176,15 +176,21 @@ def write_long_file(path: Path, minutes: float, rate: int = 44100, channels: int
             writer.write(tone.astype(np.float32))
 
 
+# Runs the command from a small launcher process: a child's peak-RSS record starts from its
+# parent's at fork time, so measuring straight from this (large) process would report our size.
+_LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
 def peak_rss_mb(command: list[str]) -> tuple[float, float]:
     """(peak resident memory in MB, wall seconds) of a subprocess, from the kernel's accounting."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read()}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    result = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()[-2000:]}")
+    return int(result.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
 def bench_memory(minutes: float, short_minutes: float, threads: int, folder: Path) -> list[tuple[str, float, float, float]]:

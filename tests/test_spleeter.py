@@ -84,6 +84,22 @@ def test_training_csv_lists_mixture_sources_and_duration(tmp_path):
         write_training_csv(csv, tmp_path, "train", ["vocals", "drums", "bass", "other"])
 
 
+def test_training_helpers_read_checkpoints_logs_and_drop_broken_caches(tmp_path):
+    from msgpp.separators.spleeter import _checkpoint_step, _drop_incomplete_caches, _losses_from_log
+
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-40"\nall_model_checkpoint_paths: "model.ckpt-30"\n')
+    assert _checkpoint_step(tmp_path) == 40
+    assert _checkpoint_step(tmp_path / "missing") == 0
+    assert _losses_from_log("INFO:tensorflow:loss = 2.53, step = 0\nloss = 1.5e-1, step = 10") == [2.53, 0.15]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("training.index", "training.data-00000-of-00001", "validation_0.lockfile",
+                 "validation.data-00000-of-00001"):
+        (cache / name).write_bytes(b"x")
+    _drop_incomplete_caches(cache)
+    assert sorted(path.name for path in cache.iterdir()) == ["training.data-00000-of-00001", "training.index"]
+
+
 def test_stale_environment_is_not_ready(tmp_path, monkeypatch):
     monkeypatch.setenv(spleeter_env.ENV_VARIABLE, str(tmp_path / "env"))
     assert not spleeter_env.environment_ready()

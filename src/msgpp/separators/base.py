@@ -88,6 +88,20 @@ class Separator(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def locate_weights(cls, weights: str | Path | None = None) -> Path | str:
+        """Where to read weights from: an existing local Path (None: the shipped folder), or a
+        str that names upstream weights to download. A missing path is an error, not a name."""
+        from msgpp.errors import MsgppError
+        from msgpp.separators.weights import looks_like_path, shipped_folder
+
+        location = shipped_folder(cls.name) if weights is None else weights
+        if Path(location).exists():
+            return Path(location)
+        if looks_like_path(str(location)):
+            raise MsgppError(f"{location}: no such weights file or folder")
+        return str(location)
+
+    @classmethod
     def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
         """The weights' fingerprint without building the model (so `msgpp separate` can skip a
         fully cached separator cheaply). Families override it; this fallback loads the model."""

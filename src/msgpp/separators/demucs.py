@@ -30,7 +30,7 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator, WeightsInfo
 from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
+    atomic_write_bytes, fingerprint, safe_torch_load, torch_bytes, verify_files,
     write_checksums,
 )
 
@@ -92,33 +92,18 @@ class DemucsSeparator(Separator):
 
     @classmethod
     def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
-        location = shipped_folder(cls.name) if weights is None else weights
-        path = Path(location)
-        if path.exists():
-            return local_weights_info(path)
-        if looks_like_path(str(location)):
-            raise MsgppError(f"{location}: no such weights file or folder")
-        return upstream_weights_info(str(location))
+        where = cls.locate_weights(weights)
+        return local_weights_info(where) if isinstance(where, Path) else upstream_weights_info(where)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "DemucsSeparator":
-        location = shipped_folder(cls.name) if weights is None else weights
-        path = Path(location)
-        if not path.exists() and looks_like_path(str(location)):
-            raise MsgppError(f"{location}: no such weights file or folder")
-        if path.exists():
-            model, info = load_local(path)
-        else:
-            model, info = load_upstream(str(location))
+        where = cls.locate_weights(weights)
+        model, info = load_local(where) if isinstance(where, Path) else load_upstream(where)
         return cls(model, info).to(device)
 
     # -- inference ----------------------------------------------------------------------------
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        # demucs' own separate.py habit: normalise by the mixture's level, undo it afterwards.
-        reference = chunks.mean(dim=1, keepdim=True)
-        mean = reference.mean(dim=-1, keepdim=True)
-        scale = reference.std(dim=-1, keepdim=True).clamp_min(1e-5)
-        normalised = (chunks - mean) / scale
+        normalised, mean, scale = _normalise(chunks)
         if _is_bag(self.model):
             total, weight_sum = 0.0, 0.0
             for model, weights in zip(self.model.models, self.model.weights):
@@ -133,10 +118,8 @@ class DemucsSeparator(Separator):
     # -- training -----------------------------------------------------------------------------
     def training_loss(self, mixture: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L1 on the waveforms (demucs' loss), on level-normalised examples as in `forward_chunks`."""
-        reference = mixture.mean(dim=1, keepdim=True)
-        mean = reference.mean(dim=-1, keepdim=True)
-        scale = reference.std(dim=-1, keepdim=True).clamp_min(1e-5)
-        estimate = self.model((mixture - mean) / scale)
+        normalised, mean, scale = _normalise(mixture)
+        estimate = self.model(normalised)
         return torch.nn.functional.l1_loss(estimate, (targets - mean[:, None]) / scale[:, None])
 
     def save_weights(self, folder: str | Path, training: dict | None = None) -> WeightsInfo:
@@ -279,6 +262,15 @@ def _default_name(folder: Path) -> str:
     if not choices:
         raise MsgppError(f"{folder}: no demucs weights (.th or .yaml) in this folder")
     raise MsgppError(f"{folder}: several demucs models ({', '.join(choices)}); pass the .yaml or .th file itself")
+
+
+def _normalise(mixture: torch.Tensor):
+    """(mixture − mean) / std of its mono downmix, per example: demucs' separate.py does this per
+    song; here it is per chunk, matching the per-segment training. Returns (normalised, mean, std)."""
+    reference = mixture.mean(dim=1, keepdim=True)
+    mean = reference.mean(dim=-1, keepdim=True)
+    scale = reference.std(dim=-1, keepdim=True).clamp_min(1e-5)
+    return (mixture - mean) / scale, mean, scale
 
 
 def _is_bag(model) -> bool:

@@ -35,7 +35,7 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.separators.base import Separator, WeightsInfo
 from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, looks_like_path, safe_torch_load, shipped_folder, torch_bytes, verify_files,
+    atomic_write_bytes, fingerprint, safe_torch_load, torch_bytes, verify_files,
     write_checksums,
 )
 
@@ -113,24 +113,13 @@ class OpenUnmixSeparator(Separator):
 
     @classmethod
     def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
-        location = shipped_folder(cls.name) if weights is None else weights
-        path = Path(location)
-        if path.exists():
-            return local_weights_info(path)
-        if looks_like_path(str(location)):
-            raise MsgppError(f"{location}: no such weights file or folder")
-        return upstream_weights_info(str(location))
+        where = cls.locate_weights(weights)
+        return local_weights_info(where) if isinstance(where, Path) else upstream_weights_info(where)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "OpenUnmixSeparator":
-        location = shipped_folder(cls.name) if weights is None else weights
-        path = Path(location)
-        if not path.exists() and looks_like_path(str(location)):
-            raise MsgppError(f"{location}: no such weights file or folder")
-        if path.exists():
-            model, info, config = load_local(path)
-        else:
-            model, info, config = load_upstream(str(location))
+        where = cls.locate_weights(weights)
+        model, info, config = load_local(where) if isinstance(where, Path) else load_upstream(where)
         return cls(model, info, config).to(device)
 
     # -- inference ----------------------------------------------------------------------------

@@ -73,7 +73,11 @@ class SpleeterWorker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=environment,
         )
         atexit.register(self.close)
-        ready = self._receive()
+        try:
+            ready = self._receive()
+        except MsgppError:
+            self.close()
+            raise
         if not ready.get("ok"):
             self.close()
             raise MsgppError(f"{model_dir}: Spleeter could not load it ({ready.get('error')}; log: {self.log_path})")
@@ -308,6 +312,7 @@ def train_small(
     threads: int = 1,
     songs: int | None = None,
     validation_songs: int = 2,
+    work=None,
     score_tracks: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -317,7 +322,11 @@ def train_small(
 
     spleeter's trainer stops only at `steps`; with `max_minutes` it is stopped after that wall
     time and the last checkpoint (saved every 10 steps) is kept. `songs` limits the training
-    songs (the first epoch decodes every file with ffmpeg, which is slow on a busy CPU)."""
+    songs (the first epoch decodes every file, slow on a busy CPU). `work`: a folder kept between
+    runs for spleeter's checkpoints and spectrogram cache, so that a second run resumes where the
+    first stopped (spleeter's estimator restores the newest checkpoint of its model_dir)."""
+    import contextlib
+
     import time
 
     from msgpp.separators.card import write_model_card
@@ -325,8 +334,11 @@ def train_small(
 
     root, out = Path(root).resolve(), Path(out)
     python = ensure_environment(progress)
-    with tempfile.TemporaryDirectory(prefix="msgpp-spleeter-") as temporary:
-        work = Path(temporary)
+    keep = contextlib.nullcontext(str(work)) if work else tempfile.TemporaryDirectory(prefix="msgpp-spleeter-")
+    with keep as folder:
+        work = Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
+        _drop_incomplete_caches(work / "cache")
         params = dict(SMALL_CONFIG, train_max_steps=steps, save_checkpoints_steps=min(steps, 10), random_seed=seed)
         song_count = write_training_csv(work / "train.csv", root, "train", params["instrument_list"], limit=songs)
         write_training_csv(work / "validation.csv", root, "test", params["instrument_list"], limit=validation_songs)
@@ -408,6 +420,19 @@ def train_small(
     os.replace(staging, out)
     shutil.rmtree(old, ignore_errors=True)
     return {"weights": str(out / "model"), "weights_id": separator.weights.id, "training": facts, "scores": scores["sources"]}
+
+
+def _drop_incomplete_caches(folder: Path) -> None:
+    """A run stopped during its first epoch leaves a tf.data cache without its .index (and a
+    lockfile) that would stop the next run: remove those, keep finished caches."""
+    if not folder.is_dir():
+        return
+    for lock in folder.glob("*.lockfile"):
+        lock.unlink()
+    for stem in {path.name.split(".")[0].split("_")[0] for path in folder.iterdir()}:
+        if not (folder / f"{stem}.index").is_file():
+            for path in folder.glob(f"{stem}*"):
+                path.unlink()
 
 
 def _checkpoint_step(folder: Path) -> int:

@@ -147,6 +147,7 @@ def register(subparsers) -> None:
     train.add_argument("--max-minutes", type=float, default=7.0, help="stop after this wall time (default: %(default)s)")
     train.add_argument("--seed", type=int, default=3)
     train.add_argument("--songs", type=int, help="train on the first N training songs (default: all)")
+    train.add_argument("--work", type=Path, help="keep checkpoints and spectrogram cache here; a rerun resumes")
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
     train.set_defaults(func=run_train)
@@ -165,7 +166,7 @@ def run_train(args) -> int:
     from msgpp.separators.spleeter import train_small
 
     result = train_small(args.root, args.out or assets_dir(), steps=args.steps, max_minutes=args.max_minutes,
-                         seed=args.seed, songs=args.songs,
+                         seed=args.seed, songs=args.songs, work=args.work,
                          threads=args.threads, score_tracks=args.score_tracks)
     print(json.dumps(result, indent=2))
     return 0

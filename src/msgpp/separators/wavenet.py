@@ -382,9 +382,13 @@ def train_small(
     lr: float = 1e-3,
     seed: int = 0,
     score_tracks: int | None = None,
+    init=None,
     progress: bool = True,
 ) -> dict:
     """Train a Wavenet preset on a MUSDB18-HQ-layout folder and write weights + model card to `out`.
+
+    `init`: weights (a folder or file `WavenetSeparator.load` reads) to continue from instead of
+    the preset's random initialisation; its training facts are kept under "continued_from".
 
     msgpp's separator trainer (random segments, remixing, gains, seeded) reads songs at the
     separator's rate, so the training songs are first resampled to 16 kHz mono in a temporary
@@ -405,12 +409,21 @@ def train_small(
         raise MsgppError(f"unknown Wavenet preset {preset!r}; choose one of {', '.join(PRESETS)}")
     torch.manual_seed(seed)
     separator = WavenetSeparator(Wavenet(PRESETS[preset]))
+    previous = None
+    if init is not None:
+        start = WavenetSeparator.load(init)
+        separator = WavenetSeparator(start.model)
+        package = torch.load(start.weights.location, map_location="cpu", weights_only=True)
+        previous = dict(package.get("training", {}), weights_id=start.weights.id) if isinstance(package, dict) else None
     options = TrainingOptions(steps=steps, max_minutes=max_minutes, batch_size=batch_size,
                               segment_seconds=segment_seconds, lr=lr, seed=seed)
     with tempfile.TemporaryDirectory(prefix="msgpp-wavenet-") as temporary:
         _mono_copy(train_tracks(root), Path(temporary) / "train", ("mixture",) + separator.sources, SAMPLE_RATE, progress)
         facts = train_separator(separator, Path(temporary), options, progress=progress)
     facts.update(preset=preset, data=str(root), threads=torch.get_num_threads())
+    if previous is not None:
+        facts["continued_from"] = previous
+        facts["total_steps"] = facts["steps"] + int(previous.get("total_steps", previous.get("steps", 0)))
     staging = out.parent / f".{out.name}.new"
     shutil.rmtree(staging, ignore_errors=True)
     info = separator.save_weights(staging, training=facts)
@@ -418,7 +431,7 @@ def train_small(
     command = (
         f"msgpp wavenet-train --root {root} --out {out} --preset {preset} --steps {steps} "
         f"--batch-size {batch_size} --segment {segment_seconds:g} --lr {lr:g} --seed {seed}"
-        + (f" --max-minutes {max_minutes:g}" if max_minutes else "")
+        + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --init {init}" if init else "")
     )
     card = write_model_card(staging, separator, separator.model.config.to_dict(), info, facts, scores, command)
     append_card_notes(card)

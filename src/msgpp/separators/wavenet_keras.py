@@ -243,6 +243,7 @@ def _register_train(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
+    parser.add_argument("--init", type=Path, help="continue from these Wavenet weights instead of a random start")
     parser.set_defaults(func=run_train)
 
 
@@ -258,7 +259,7 @@ def run_train(args) -> int:
     result = train_small(
         args.root, args.out or separators_dir() / "wavenet", preset=args.preset, steps=args.steps,
         max_minutes=args.max_minutes, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
-        seed=args.seed, score_tracks=args.score_tracks,
+        seed=args.seed, score_tracks=args.score_tracks, init=args.init,
     )
     print(json.dumps(result, indent=2))
     return 0
