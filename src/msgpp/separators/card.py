@@ -47,6 +47,9 @@ its family's typical artifacts. {verdict}
 ## Training
 Command: `{command}`
 
+The run stopped at {training.get("steps")} steps (wall-time bound). Same seed, same steps, same
+weights on CPU: to reproduce it exactly, run the command with `--steps {training.get("steps")} --max-minutes 0`.
+
 ```json
 {json.dumps(training, indent=2, sort_keys=True, default=str)}
 ```

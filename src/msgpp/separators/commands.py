@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     train.add_argument("--root", required=True, type=Path, help="dataset root with train/ (and test/ for scoring)")
     train.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
     train.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: %(default)s)")
-    train.add_argument("--max-minutes", type=float, default=10.0, help="stop after this wall time (default: %(default)s)")
+    train.add_argument("--max-minutes", type=float, default=10.0, help="stop after this wall time; 0: no limit (default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--segment", type=float, default=1.0, help="training segment in seconds (default: %(default)s)")
     train.add_argument("--lr", type=float, default=1e-3)
@@ -97,11 +97,12 @@ def run_separate(args) -> int:
             separator, tracks, args.cache, force=args.force, subtype=SUBTYPE_CHOICES[args.format],
             accelerator=args.accelerator, devices=_devices(args.devices), workers=args.workers,
         )
-        print(
-            f"{name} (weights {summary['weights_id']}): {summary['separated']} separated, "
-            f"{summary['skipped']} already cached, {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
-        )
+        if summary.get("rank", 0) == 0:
+            print(
+                f"{name} (weights {summary['weights_id']}): {summary['separated']} separated, "
+                f"{summary['skipped']} already cached, {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
     return 0
 
 

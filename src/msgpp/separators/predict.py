@@ -136,6 +136,7 @@ def separate_tracks(
             default_root_dir=str(cache_root),
         )
         trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
+    summary["rank"] = trainer.global_rank  # under DDP every process returns here; rank 0 reports
     return summary
 
 

@@ -239,6 +239,9 @@ def save_checkpoint(model: Wavenet, path, training: dict | None = None) -> None:
     os.close(descriptor)
     try:
         torch.save(package, temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
