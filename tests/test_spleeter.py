@@ -164,17 +164,20 @@ def test_masks_share_out_the_mixture_below_the_cutoff(separator):
     assert np.abs(sum(separator.separate(high, RATE).values())[:, 4096:-4096]).max() < 1e-3
 
 
-def test_whole_song_and_chunked_paths_agree(separator, monkeypatch):
-    mixture = np.random.default_rng(1).normal(0, 0.1, (2, 3 * RATE)).astype(np.float32)
-    whole = separator.separate(mixture, RATE)
+def test_chunked_path_reassembles_songs_exactly(separator, monkeypatch):
+    """Songs longer than a segment go through msgpp's overlap-add in pieces: the masks still
+    share out the (low-passed) mixture exactly, so any misplaced or mis-weighted chunk shows."""
+    time = np.arange(4 * RATE) / RATE
+    mixture = np.stack([0.3 * np.sin(2 * np.pi * 110 * time) * (1 + np.sin(2 * np.pi * 0.5 * time)),
+                        0.2 * np.sin(2 * np.pi * 440 * time)]).astype(np.float32)
+    calls = []
+    original = separator.forward_chunks
+    monkeypatch.setattr(separator, "forward_chunks", lambda chunks: calls.append(chunks.shape) or original(chunks))
     monkeypatch.setattr(separator, "segment_seconds", 1.5)
     monkeypatch.setattr(separator, "overlap_seconds", 0.5)
-    chunked = separator.separate(mixture, RATE)
-    for source in whole:
-        assert np.isfinite(chunked[source]).all()
-        # Same model, different cuts: close, not identical (spleeter's patches fall elsewhere).
-        correlation = np.corrcoef(whole[source].ravel(), chunked[source].ravel())[0, 1]
-        assert correlation > 0.9, source
+    total = sum(separator.separate(mixture, RATE).values())
+    assert len(calls) >= 3  # really chunked
+    np.testing.assert_allclose(total[:, 4096:-4096], mixture[:, 4096:-4096], atol=5e-3)
 
 
 def test_tampered_weights_are_refused_before_the_worker_starts(tmp_path):

@@ -71,17 +71,22 @@ def metric_bars(cells, ylabel: str, title: str, path, value: str = "mean") -> Pa
 
 
 def rolloff_histograms(
-    distributions: dict[str, dict[str, np.ndarray]], source: str, path, limit: float = 2400.0, cells=None
+    distributions: dict[str, dict[str, np.ndarray]], source: str, path, limit: float | None = None, cells=None
 ) -> Path:
     """Fig. 5: one panel per separator, histograms of per-frame rolloff error (cents), raw and +MSG.
 
-    Values beyond ±`limit` are drawn in the outermost bins so nothing silently disappears. With
+    Values beyond ±`limit` are drawn in the outermost bins so nothing silently disappears; the
+    default limit covers 99 % of the frames (1200 to 7200 cents, a multiple of 600). With
     `cells` (summary.metric_cells of "rolloff_cents") the legend shows the mean over songs and its
     95 % interval; otherwise the mean over frames.
     """
     plt = _pyplot()
     separators = list(distributions)
     figure, axes = plt.subplots(1, max(len(separators), 1), figsize=(3.6 * max(len(separators), 1), 3.0), squeeze=False, sharey=True)
+    if limit is None:
+        pooled = [np.abs(v) for d in distributions.values() for v in d.values() if len(v)]
+        reach = float(np.percentile(np.concatenate(pooled), 99)) if pooled else 1200.0
+        limit = float(np.clip(np.ceil(reach / 600.0) * 600.0, 1200.0, 7200.0))
     bins = np.linspace(-limit, limit, 61)
     for axis, separator in zip(axes[0], separators):
         for variant, color, label in (("raw", RAW_COLOR, "separator"), ("msg", MSG_COLOR, "+ MSG")):

@@ -199,6 +199,8 @@ class SpleeterSeparator(Separator):
         from msgpp.separators.weights import fingerprint, shipped_folder, verify_files
 
         folder = Path(weights) if weights is not None else shipped_folder(cls.name) / "model"
+        if not (folder / "checkpoint").exists() and (folder / "model" / "checkpoint").is_file():
+            folder = folder / "model"  # the shipped layout: separators/spleeter/model/
         config, files = resolve_model_folder(folder)
         hashes = verify_files(files)
         threads = threads or max(1, torch.get_num_threads())
@@ -332,8 +334,10 @@ def train_small(
     from msgpp.separators.card import write_model_card
     from msgpp.separators.scorecard import score_separator
 
+    shown_root = str(root)  # as the user gave it, for the card (no machine paths)
     root, out = Path(root).resolve(), Path(out)
     python = ensure_environment(progress)
+    keep_work = bool(work)
     keep = contextlib.nullcontext(str(work)) if work else tempfile.TemporaryDirectory(prefix="msgpp-spleeter-")
     with keep as folder:
         work = Path(folder)
@@ -398,13 +402,14 @@ def train_small(
         "batch_size": params["batch_size"], "T": params["T"],
         "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": song_count,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-        "data": str(root), "trainer": "spleeter's train command (spleeter 2.4.2, tensorflow-cpu 2.12.1), soundfile audio adapter",
+        "data": shown_root, "trainer": "spleeter's train command (spleeter 2.4.2, tensorflow-cpu 2.12.1), soundfile audio adapter",
     }
     separator = SpleeterSeparator.load(model, threads=threads)
     try:
         scores = score_separator(separator, root, "test", limit=score_tracks, progress=progress)
-        command = (f"msgpp spleeter train --root {root} --out {out} --steps {steps} --seed {seed} --threads {threads}"
-                   + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --songs {songs}" if songs else ""))
+        command = (f"msgpp spleeter train --root {shown_root} --out {out} --steps {steps} --seed {seed} --threads {threads}"
+                   + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --songs {songs}" if songs else "")
+                   + (" --work <folder kept between runs>" if keep_work else ""))
         card = write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
         _complete_card(card, model, separator)
     finally:

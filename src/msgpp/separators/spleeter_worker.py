@@ -80,6 +80,8 @@ class SpleeterModel:
             )
             self.session = tf.compat.v1.Session(graph=self.graph, config=config)
             _check_shapes(tf, checkpoint, tf.compat.v1.global_variables())
+            stored = dict(tf.train.list_variables(checkpoint))
+            self.step = int(tf.train.load_variable(checkpoint, "global_step")) if "global_step" in stored else 0
             self.saver = tf.compat.v1.train.Saver()
             self.saver.restore(self.session, checkpoint)
             self.parameters = int(sum(np.prod(v.shape) for v in tf.compat.v1.global_variables()))
@@ -89,9 +91,15 @@ class SpleeterModel:
     def export(self, folder):
         """Save only the inference graph's variables (no optimiser slots) as folder/model, with a
         `checkpoint` file naming it relatively and spleeter's `.probe`."""
+        import tensorflow as tf
+
         os.makedirs(folder, exist_ok=True)
         with self.graph.as_default():
-            self.saver.save(self.session, os.path.join(folder, "model"), write_meta_graph=False, write_state=False)
+            # spleeter's own Separator (a tf.estimator) also restores global_step.
+            step = tf.compat.v1.train.get_or_create_global_step()
+            self.session.run(step.assign(self.step))
+            saver = tf.compat.v1.train.Saver()
+            saver.save(self.session, os.path.join(folder, "model"), write_meta_graph=False, write_state=False)
         with open(os.path.join(folder, "checkpoint"), "w") as handle:
             handle.write('model_checkpoint_path: "model"\nall_model_checkpoint_paths: "model"\n')
         with open(os.path.join(folder, ".probe"), "w") as handle:
