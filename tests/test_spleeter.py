@@ -184,7 +184,9 @@ def test_tampered_weights_are_refused_before_the_worker_starts(tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(shipped_model(), copy)
     data = next(copy.glob("model.data-*"))
-    data.write_bytes(data.read_bytes()[:-4] + b"\0\0\0\0")
+    content = bytearray(data.read_bytes())
+    content[-4:] = bytes(byte ^ 0xFF for byte in content[-4:])
+    data.write_bytes(bytes(content))
     with pytest.raises(MsgppError, match="checksum mismatch"):
         SpleeterSeparator.load(copy)
 
