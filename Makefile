@@ -74,4 +74,4 @@ test-all: install
 	$(PY) -m pytest -q -m "not gpu"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) separators/spleeter/.venv .pytest_cache
