@@ -11,7 +11,7 @@ OUTPUTS ?= outputs
 SEED ?= 0
 PRESET ?= small
 SOURCE ?= vocals
-SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix
+SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm chromium
 
 .PHONY: install apt spleeter-env demo data separate train enhance evaluate bench test test-all figures clean

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-DEFAULT_SEPARATORS = "demucs_v2,hdemucs_v3,openunmix"
+DEFAULT_SEPARATORS = "demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet"
 
 
 def register(subparsers) -> None:
@@ -29,7 +29,8 @@ def run(args) -> int:
         ("make the embedded benchmark", ["data", "--root", args.root, "--preset", args.preset, "--seed", str(args.seed)]),
         ("separate the test songs", ["separate", "--root", args.root, "--separators", args.separators,
                                      "--subset", "test", "--cache", args.cache]),
-        ("enhance and evaluate", ["evaluate", "--root", args.root, "--cache", args.cache, "--out", f"{args.out}/report"]),
+        ("enhance and evaluate", ["evaluate", "--root", args.root, "--cache", args.cache, "--out", f"{args.out}/report",
+                                  "--separators", args.separators, "--mono16k"]),
     ]
     started = time.monotonic()
     for number, (title, argv) in enumerate(steps, 1):
