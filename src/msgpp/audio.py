@@ -34,6 +34,26 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     naming the file, when it is missing, unreadable, empty, truncated, or holds NaN/Inf samples.
     """
     path = Path(path)
+    check_audio_file(path)
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: holds no audio samples")
+    audio = np.ascontiguousarray(data.T)
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN or Inf samples")
+    return audio, int(sample_rate)
+
+
+def check_audio_file(path: PathLike):
+    """Check, without reading the samples, that a file is complete audio with at least one frame.
+
+    Returns soundfile's info (samplerate, channels, frames, subtype ...); raises AudioError naming
+    the file when it is missing, a folder, empty, not audio, frameless or a truncated WAV.
+    """
+    path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -41,16 +61,13 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
-    if data.shape[0] == 0:
+    if info.frames <= 0:
         raise AudioError(f"{path}: holds no audio samples")
     _check_wav_complete(path)
-    audio = np.ascontiguousarray(data.T)
-    if not np.isfinite(audio).all():
-        raise AudioError(f"{path}: contains NaN or Inf samples")
-    return audio, int(sample_rate)
+    return info
 
 
 def save_audio(
@@ -111,10 +128,7 @@ def save_audio(
 
 def audio_info(path: PathLike) -> tuple[int, int, int]:
     """(sample_rate, channels, frames) without reading the samples."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    info = check_audio_file(path)
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 

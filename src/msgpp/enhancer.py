@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from msgpp.audio import SUBTYPES, _check_wav_complete
+from msgpp.audio import SUBTYPES, check_audio_file
 from msgpp.errors import AudioError, MsgppError
 from msgpp.overlap_add import OverlapAdd
 
@@ -310,7 +310,7 @@ def plan_file(input_path, output_path, *, subtype: str | None = None, clip: str 
     source, target = Path(input_path), Path(output_path)
     if clip not in CLIP_POLICIES:
         raise MsgppError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
-    info = _open_info(source)
+    info = check_audio_file(source)
     file_format = _FORMATS.get(target.suffix.lower())
     if file_format is None:
         raise MsgppError(f"{target}: unsupported output extension {target.suffix!r} (use {', '.join(_FORMATS)})")
@@ -324,23 +324,6 @@ def plan_file(input_path, output_path, *, subtype: str | None = None, clip: str 
             raise MsgppError(f"{target}: exists; pass --force (overwrite=True) to replace it")
     peaks = _scan_peaks(source, info)
     return FileJob(source, target, info, _channel_gains(peaks), chosen, file_format, clip)
-
-
-def _open_info(path: Path):
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
-    if info.frames <= 0:
-        raise AudioError(f"{path}: holds no audio samples")
-    _check_wav_complete(path)
-    return info
 
 
 def _scan_peaks(path: Path, info) -> np.ndarray:
