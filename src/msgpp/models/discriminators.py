@@ -58,13 +58,7 @@ class STFTDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> DiscriminatorOutput:
         x = self.spectrogram(audio).to(audio.dtype)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.output(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _convolve(self.convs, self.output, x)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -91,13 +85,7 @@ class PeriodDiscriminator(nn.Module):
         if remainder:  # reflect-pad to a whole number of periods
             audio = F.pad(audio, (0, self.period - remainder), mode="reflect")
         x = audio.view(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.output(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _convolve(self.convs, self.output, x)
 
 
 class Discriminators(nn.Module):
@@ -156,3 +144,14 @@ def build_discriminators(preset_or_config: str | dict = "paper", **overrides) ->
         config = dict(preset_or_config)
     config.update(overrides)
     return Discriminators(**config)
+
+
+def _convolve(convs: nn.ModuleList, output: nn.Module, x: torch.Tensor) -> DiscriminatorOutput:
+    """LeakyReLU conv stack then the output conv; every layer's activation is a feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAKY_SLOPE)
+        features.append(x)
+    x = output(x)
+    features.append(x)
+    return x.flatten(1), features
