@@ -18,3 +18,15 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("musdb-tiny")
     generate_benchmark(root, preset="tiny", seed=0, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread; two oversubscribe a shared 2-core machine (~10x slower).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,12 +14,7 @@ from msgpp.models.discriminators import (
 from msgpp.models.generator import build_generator, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_paper_discriminators_match_the_reference_counts():

@@ -65,13 +65,7 @@ def make_fake_cache(folder: Path, seconds: float = 4.0) -> tuple[Path, Path]:
     return root, cache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on a shared 2-core machine oversubscribe it (10x slower); tiny models need one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
