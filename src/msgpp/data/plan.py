@@ -363,26 +363,21 @@ def _bass(rng, clock, style, key, mode, chords, sections) -> StemPlan:
     scale = MAJOR if mode == "major" else MINOR
     staccato = rng.random() < 0.4
     notes = []
-    for section in sections:
-        for b in range(section.bars):
-            bar = section.start_bar + b
-            if bar >= len(chords):
-                break
-            root_pc, quality = chords[bar]
-            next_pc = chords[bar + 1][0] if bar + 1 < len(chords) else root_pc
-            root = 28 + (root_pc - 4) % 12  # E1 .. Eb2
-            fifth = root + (6 if quality == "dim" else 7)
-            third = root + (4 if quality == "maj" else 3)
-            if section.kind == "fill":
-                events = [(0, root, 2.0, 105)]
-            else:
-                pattern = verse_pattern if section.kind == "verse" else chorus_pattern
-                events = _bass_bar(rng, pattern, root, third, fifth, next_pc, key, scale)
-            for beat, key_number, length, velocity in events:
-                start = clock.time(4 * bar + beat)
-                end = clock.time(4 * bar + beat + length * (0.55 if staccato else 0.92))
-                t, v = _jitter(rng, start, velocity, 0.005, 7)
-                notes.append(Note(t, max(0.05, end - start), int(key_number), v))
+    for section, bar, root_pc, quality in _section_bars(sections, chords):
+        next_pc = chords[bar + 1][0] if bar + 1 < len(chords) else root_pc
+        root = 28 + (root_pc - 4) % 12  # E1 .. Eb2
+        fifth = root + (6 if quality == "dim" else 7)
+        third = root + (4 if quality == "maj" else 3)
+        if section.kind == "fill":
+            events = [(0, root, 2.0, 105)]
+        else:
+            pattern = verse_pattern if section.kind == "verse" else chorus_pattern
+            events = _bass_bar(rng, pattern, root, third, fifth, next_pc, key, scale)
+        for beat, key_number, length, velocity in events:
+            start = clock.time(4 * bar + beat)
+            end = clock.time(4 * bar + beat + length * (0.55 if staccato else 0.92))
+            t, v = _jitter(rng, start, velocity, 0.005, 7)
+            notes.append(Note(t, max(0.05, end - start), int(key_number), v))
     part = Part("bass", 0, 0, program, notes, pan=64, volume=110, reverb=int(rng.integers(0, 25)))
     return StemPlan("bass", [part], gain_db=float(rng.uniform(-2, 1)), highpass_hz=20.0)
 
@@ -453,25 +448,20 @@ def _other(rng, clock, style, chords, sections) -> StemPlan:
                    volume=int(rng.integers(70, 95)), reverb=int(rng.integers(40, 90)), chorus=int(rng.integers(20, 60)))
         pad_everywhere = rng.random() < 0.4
     previous = None
-    for section in sections:
-        for b in range(section.bars):
-            bar = section.start_bar + b
-            if bar >= len(chords):
-                break
-            root_pc, quality = chords[bar]
-            tones = chord_tones(root_pc, quality, seventh=sevenths)
-            voicing = _voicing(tones, previous)
-            previous = voicing
-            for beat, keys, length, velocity, spread in _comp_bar(rng, pattern, voicing, root_pc, section.kind):
-                for i, k in enumerate(keys):
-                    start = clock.time(4 * bar + beat) + i * spread
-                    end = clock.time(4 * bar + beat + length)
-                    t, v = _jitter(rng, start, velocity, 0.006, 8)
-                    comp.notes.append(Note(t, max(0.05, end - start - 0.02), int(k), v))
-            if pad is not None and (section.kind == "chorus" or pad_everywhere):
-                for k in _voicing(chord_tones(root_pc, quality), None, 55, 79):
-                    start = clock.time(4 * bar)
-                    pad.notes.append(Note(start, clock.time(4 * bar + 4) - start - 0.01, k, int(rng.integers(60, 85))))
+    for section, bar, root_pc, quality in _section_bars(sections, chords):
+        tones = chord_tones(root_pc, quality, seventh=sevenths)
+        voicing = _voicing(tones, previous)
+        previous = voicing
+        for beat, keys, length, velocity, spread in _comp_bar(rng, pattern, voicing, root_pc, section.kind):
+            for i, k in enumerate(keys):
+                start = clock.time(4 * bar + beat) + i * spread
+                end = clock.time(4 * bar + beat + length)
+                t, v = _jitter(rng, start, velocity, 0.006, 8)
+                comp.notes.append(Note(t, max(0.05, end - start - 0.02), int(k), v))
+        if pad is not None and (section.kind == "chorus" or pad_everywhere):
+            for k in _voicing(chord_tones(root_pc, quality), None, 55, 79):
+                start = clock.time(4 * bar)
+                pad.notes.append(Note(start, clock.time(4 * bar + 4) - start - 0.01, k, int(rng.integers(60, 85))))
     parts = [comp] + ([pad] if pad is not None and pad.notes else [])
     return StemPlan("other", parts, gain_db=float(rng.uniform(-3, 0)), highpass_hz=20.0)
 
@@ -603,3 +593,13 @@ def _expression(rng, notes: list[Note]) -> list[tuple[float, float]]:
         bends.extend(points)
     bends.sort()
     return bends
+
+
+def _section_bars(sections, chords):
+    """(section, bar, root pitch class, chord quality) for every bar of every section that has a chord."""
+    for section in sections:
+        for bar in range(section.start_bar, section.start_bar + section.bars):
+            if bar >= len(chords):
+                break
+            root_pc, quality = chords[bar]
+            yield section, bar, root_pc, quality
