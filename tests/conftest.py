@@ -1,9 +1,22 @@
 """Shared fixtures. `tiny_root`: the embedded benchmark's tiny preset, generated once per session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """ONNX graphs the Enhancer exports go to a folder of this test session, not ~/.cache/msgpp."""
+    previous = os.environ.get("MSGPP_CACHE_DIR")
+    os.environ["MSGPP_CACHE_DIR"] = str(tmp_path_factory.mktemp("msgpp-cache"))
+    yield Path(os.environ["MSGPP_CACHE_DIR"])
+    if previous is None:
+        os.environ.pop("MSGPP_CACHE_DIR", None)
+    else:
+        os.environ["MSGPP_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
     msgpp enhance bass.wav --out enhanced/ --source bass
     msgpp enhance estimates/ --out enhanced/ --model path/to/msg-bass-1a2b3c4d.pt --subtype PCM_24
-    msgpp export-graph --source bass --out msg-bass.ts
+    msgpp export-graph --source bass --out msg-bass.ts      # TorchScript
+    msgpp export-graph --source bass --out msg-bass.onnx    # ONNX
 
 Every input is checked (readable, complete, finite, output free) before the model runs, so a
 bad file stops the run with one line and nothing written. Outputs are written under temporary
@@ -18,6 +19,7 @@ from msgpp.errors import MsgppError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 OUTPUT_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
+BACKENDS = ("auto", "torch", "onnxruntime")  # msgpp.enhancer.BACKENDS, without importing torch here
 
 
 def register(subparsers) -> None:
@@ -40,20 +42,25 @@ def register(subparsers) -> None:
     parser.add_argument("--overlap", type=float, default=None, help="seconds shared by neighbouring segments (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and ONNX Runtime (default: torch's)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default: ONNX Runtime on the CPU when installed, else PyTorch), torch, or onnxruntime")
     parser.add_argument("--model-band-only", action="store_true",
                         help="drop the input's content above the model's Nyquist frequency instead of keeping it")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
     export = subparsers.add_parser(
-        "export-graph", help="export a generator as TorchScript",
-        description="Export an enhancer's generator as a TorchScript graph for (batch, 1, segment) inputs.",
+        "export-graph", help="export a generator as TorchScript or ONNX",
+        description="Export an enhancer's generator as a graph for (batch, 1, segment) inputs: ONNX when --out "
+                    "ends in .onnx (any batch size), else TorchScript (one batch size).",
     )
     _add_model_arguments(export)
-    export.add_argument("--out", type=Path, required=True, help="the .ts file to write")
+    export.add_argument("--out", type=Path, required=True, help="the file to write: X.onnx for ONNX, X.ts for TorchScript")
     export.add_argument("--segment", type=float, default=5.0, help="seconds per segment the graph takes (default 5)")
-    export.add_argument("--batch-size", type=int, default=4, help="segments per call the graph takes (default 4)")
+    export.add_argument("--batch-size", type=int, default=4,
+                        help="segments per call a TorchScript graph takes (default 4; ONNX graphs take any)")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=run_export)
 
@@ -77,6 +84,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     options = {key: value for key, value in dict(
         segment=args.segment, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        backend=args.backend,
     ).items() if value is not None}
     enhancer = Enhancer.from_pretrained(args.model or args.source, full_band=not args.model_band_only, **options)
     jobs = [enhancer.plan_file(source, target, subtype=args.subtype, clip=args.clip, overwrite=args.force)
@@ -134,11 +142,29 @@ def run_export(args) -> int:
         raise MsgppError(f"{args.out}: exists; pass --force to replace it")
     if args.segment <= 0 or args.batch_size < 1:
         raise MsgppError("--segment must be positive and --batch-size at least 1")
-    enhancer = Enhancer.from_pretrained(args.model or args.source, device="cpu")
+    enhancer = Enhancer.from_pretrained(args.model or args.source, device="cpu", backend="torch")
+    if args.out.suffix.lower() == ".onnx":
+        return _export_onnx(enhancer, args)
     path = export_torchscript(enhancer.generator, args.out, sample_rate=enhancer.sample_rate, segment=args.segment,
                               batch_size=args.batch_size, source=enhancer.source, overwrite=args.force)
     graph, metadata = load_torchscript(path)
     difference = max_difference(enhancer.generator, graph, metadata["batch_size"], metadata["segment_samples"])
     print(f"{path}: TorchScript for ({metadata['batch_size']}, 1, {metadata['segment_samples']}) at "
           f"{metadata['sample_rate']} Hz; max |graph − PyTorch| = {difference:.2e} on random input")
+    return 0
+
+
+def _export_onnx(enhancer, args) -> int:
+    from msgpp import onnx_backend
+    from msgpp.graph_export import max_difference
+
+    if not onnx_backend.available():
+        raise MsgppError("ONNX export needs the packages onnx, onnxscript and onnxruntime (pip install them)")
+    samples = max(1, round(args.segment * enhancer.sample_rate))
+    onnx_backend.export_onnx(enhancer.generator, args.out, sample_rate=enhancer.sample_rate, segment_samples=samples,
+                             source=enhancer.source, overwrite=args.force)
+    graph = onnx_backend.load_onnx(args.out)
+    difference = max_difference(enhancer.generator, graph, 2, samples)
+    print(f"{args.out}: ONNX for (batch, 1, {samples}) at {enhancer.sample_rate} Hz; "
+          f"max |ONNX Runtime − PyTorch| = {difference:.2e} on random input")
     return 0

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SEGMENT = 5.0  # seconds at the model's rate
 DEFAULT_OVERLAP = 0.5  # seconds shared by neighbouring segments (¼ margin each side, ½ crossfade)
 DEFAULT_BATCH_SIZE = 4  # mono segments per forward pass
+BACKENDS = ("auto", "torch", "onnxruntime")
+DEFAULT_BACKEND = "auto"
 BLOCK_FRAMES = 1 << 16  # frames read from a file at a time
 _SILENCE = 1e-8  # peaks below this are digital silence: no gain is applied
 _RESAMPLE_QUALITY = "VHQ"
@@ -53,6 +55,11 @@ class Enhancer:
     full_band   keep the input's content above the model's Nyquist frequency (8 kHz for a 16 kHz
                 model), which the model never sees, and add it back unchanged; False returns
                 only the model's band
+    backend     "torch" (PyTorch eager), "onnxruntime" (the generator exported to ONNX once per
+                segment length and cached, then run by ONNX Runtime: 1.6-2x faster on a CPU, same
+                output to ~1e-7), or "auto": onnxruntime for an msgpp generator on the CPU when
+                onnxruntime is installed, else torch (segment=None always runs PyTorch: a graph
+                is made for one segment length)
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class Enhancer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         full_band: bool = True,
         source: str | None = None,
+        backend: str = DEFAULT_BACKEND,
     ):
         if int(sample_rate) <= 0:
             raise MsgppError(f"sample_rate must be positive, got {sample_rate}")
@@ -75,6 +83,8 @@ class Enhancer:
             raise MsgppError(f"overlap must be between 0 and half the segment ({segment} s), got {overlap}")
         if int(batch_size) < 1:
             raise MsgppError(f"batch_size must be at least 1, got {batch_size}")
+        if backend not in BACKENDS:
+            raise MsgppError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         try:
             self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         except (RuntimeError, TypeError) as error:
@@ -86,6 +96,23 @@ class Enhancer:
         self.segment, self.overlap, self.batch_size = segment, float(overlap), int(batch_size)
         self.full_band = bool(full_band)
         self.source = source
+        self.backend = self._resolve_backend(backend)
+        self._graphs: dict[int, object] = {}  # segment samples → OnnxGenerator (onnxruntime backend)
+
+    def _resolve_backend(self, backend: str) -> str:
+        from msgpp import onnx_backend
+        from msgpp.models.generator import Generator
+
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise MsgppError(f"backend 'onnxruntime' runs on the CPU only; use backend='torch' on {self.device}")
+            if not onnx_backend.available():
+                raise MsgppError("backend 'onnxruntime' needs the packages onnxruntime, onnx and onnxscript (pip install them)")
+            return backend
+        if backend == "auto":
+            cpu_generator = self.device.type == "cpu" and isinstance(self.generator, Generator)
+            return "onnxruntime" if cpu_generator and onnx_backend.available() else "torch"
+        return backend
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, sha256: str | None = None, **options) -> "Enhancer":
@@ -108,7 +135,7 @@ class Enhancer:
 
     def __repr__(self) -> str:
         return (f"Enhancer(source={self.source!r}, sample_rate={self.sample_rate}, device={str(self.device)!r}, "
-                f"segment={self.segment}, overlap={self.overlap}, batch_size={self.batch_size})")
+                f"backend={self.backend!r}, segment={self.segment}, overlap={self.overlap}, batch_size={self.batch_size})")
 
     # -- in memory ----------------------------------------------------------------------------
     def __call__(self, audio, sample_rate: int):
@@ -200,7 +227,11 @@ class Enhancer:
             overlap = min(round(self.overlap * model_rate), segment // 2)
         # A TorchScript graph (graph_export) was traced for one (batch, samples) shape.
         fixed_batch = isinstance(self.generator, torch.jit.ScriptModule)
-        overlap_add = OverlapAdd(self._process, channels, segment, overlap, self.batch_size, fixed_batch)
+        process = self._process
+        if self.backend == "onnxruntime" and self.segment is not None:  # a graph per segment length, any batch
+            graph = self._graph(segment)
+            process = lambda batch: graph(torch.from_numpy(batch).unsqueeze(1)).squeeze(1).numpy()  # noqa: E731
+        overlap_add = OverlapAdd(process, channels, segment, overlap, self.batch_size, fixed_batch)
         bridge = _RateBridge(sample_rate, model_rate, channels, self.full_band)
         gains = gains.astype(np.float32)[:, None]
         written = 0
@@ -220,6 +251,13 @@ class Enhancer:
         if written < frames:  # resamplers may round a few samples short
             out = np.concatenate([out, np.zeros((channels, frames - written), np.float32)], axis=1)
         yield out
+
+    def _graph(self, segment: int):
+        from msgpp.onnx_backend import onnx_generator_for
+
+        if segment not in self._graphs:
+            self._graphs[segment] = onnx_generator_for(self.generator, sample_rate=self.sample_rate, segment_samples=segment)
+        return self._graphs[segment]
 
     @torch.inference_mode()
     def _process(self, batch: np.ndarray) -> np.ndarray:
