@@ -113,3 +113,41 @@ def test_cli_export_graph_onnx_reports_the_match(generator, tmp_path, capsys):
     assert "max |ONNX Runtime − PyTorch|" in report and float(report.rsplit("=", 1)[1].split()[0]) < 1e-5
     assert onnx_backend.load_onnx(out).metadata["source"] == "bass"
     assert main(argv) == 2 and "exists" in capsys.readouterr().err
+
+
+def test_cli_backends_write_the_same_file(generator, tmp_path, cache):
+    import soundfile as sf
+
+    weights = save_inference_file(tmp_path, "msg-bass", source="bass", sample_rate=16000,
+                                  generator_config=generator.config, state_dict=generator.state_dict())
+    song = tmp_path / "song.wav"
+    sf.write(str(song), noise((22050, 2)), 22050, subtype="FLOAT")
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        outputs[backend] = tmp_path / f"{backend}.wav"
+        assert main(["enhance", str(song), "--out", str(outputs[backend]), "--model", str(weights),
+                     "--backend", backend, "--segment", "0.25", "--overlap", "0.05", "-q"]) == 0
+    torch_out, _ = sf.read(str(outputs["torch"]))
+    onnx_out, _ = sf.read(str(outputs["onnxruntime"]))
+    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5)
+    assert len(list(cache.glob("*.onnx"))) == 1
+
+
+def test_from_pretrained_drops_the_torch_weights_once_the_graph_runs_and_rebuilds_them(generator, tmp_path, cache):
+    weights = save_inference_file(tmp_path, "model", source="bass", sample_rate=16000,
+                                  generator_config=generator.config, state_dict=generator.state_dict())
+    enhancer = Enhancer.from_pretrained(weights, backend="onnxruntime", segment=0.25, overlap=0.05)
+    audio = noise((1, 8000))
+    first = enhancer(audio, 16000)
+    assert enhancer._generator is None  # released: the ONNX graph holds the weights now
+    rebuilt = enhancer.generator  # rebuilt from the file on demand
+    for name, value in generator.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], value)
+    np.testing.assert_allclose(enhancer(audio, 16000), first, atol=1e-6)
+    enhancer._generator = None
+    replacement = save_inference_file(tmp_path / "other", "model", source="bass", sample_rate=16000,
+                                      generator_config=generator.config,
+                                      state_dict={name: value * 2 for name, value in generator.state_dict().items()})
+    replacement.replace(weights)
+    with pytest.raises(MsgppError, match="checksum mismatch"):
+        enhancer.generator  # the file changed since it was loaded: refuse, never mix weights

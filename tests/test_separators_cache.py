@@ -87,6 +87,27 @@ def test_changed_weights_miss_the_cache_and_force_recomputes(root, weights, tmp_
     assert len(changed) == 1 and ids[0] in changed[0]  # only the current weights' track was redone
 
 
+def test_a_changed_mixture_is_separated_again(root, weights, tmp_path):
+    """A benchmark regenerated (another seed) into the same root must not pair old estimates with new songs."""
+    import shutil
+
+    songs = tmp_path / "songs"
+    shutil.copytree(root, songs)
+    assert _separate(songs, tmp_path / "cache", weights, "--subset", "test") == 0
+    (track,) = (songs / "test").iterdir()
+    meta_path = next((tmp_path / "cache").rglob(cache.META_NAME))
+    meta = json.loads(meta_path.read_text())
+    assert meta[cache.MIXTURE_KEY] == cache.mixture_sha256(track / "mixture.wav")
+    assert not Path(meta["weights"]).is_absolute()
+    before = _meta_times(tmp_path / "cache")
+    audio, rate = sf.read(str(track / "mixture.wav"), dtype="float32")
+    sf.write(str(track / "mixture.wav"), audio[::-1] * 0.5, rate, subtype="PCM_16")  # a different song
+    time.sleep(0.01)
+    assert _separate(songs, tmp_path / "cache", weights, "--subset", "test") == 0
+    assert _meta_times(tmp_path / "cache") != before
+    assert json.loads(meta_path.read_text())[cache.MIXTURE_KEY] == cache.mixture_sha256(track / "mixture.wav")
+
+
 def test_kill_during_separate_then_rerun_completes(tmp_path, weights):
     """SIGKILL the command while it works; no visible file is half-written, and a rerun finishes."""
     songs = make_root(tmp_path / "songs", {"test": 6}, seconds=3.0, seed=1)

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--segment", type=float, default=None, help="seconds per segment (default 5)")
     parser.add_argument("--overlap", type=float, default=None, help="seconds shared by neighbouring segments (default 0.5)")
-    parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: torch's)")

@@ -29,11 +29,13 @@ from msgpp.overlap_add import OverlapAdd
 
 log = logging.getLogger(__name__)
 
-# 5-s segments in batches of 4 were the fastest CPU setting measured (benchmarks/bench_enhancer.py):
-# 20 s of audio per forward amortises the deep layers' weights, 1-s windows are the slowest choice.
+# 5-s segments in pairs (a stereo segment per forward) were among the fastest CPU settings measured
+# (benchmarks/bench_enhancer.py) for both backends: 10 s of audio per forward amortises the deep
+# layers' weights (1-s windows are the slowest choice), and larger batches only add activation
+# memory (about 0.4 GB per 5-s row for the paper generator).
 DEFAULT_SEGMENT = 5.0  # seconds at the model's rate
 DEFAULT_OVERLAP = 0.5  # seconds shared by neighbouring segments (¼ margin each side, ½ crossfade)
-DEFAULT_BATCH_SIZE = 4  # mono segments per forward pass
+DEFAULT_BATCH_SIZE = 2  # mono segments per forward pass
 BACKENDS = ("auto", "torch", "onnxruntime")
 DEFAULT_BACKEND = "auto"
 BLOCK_FRAMES = 1 << 16  # frames read from a file at a time
@@ -91,7 +93,9 @@ class Enhancer:
             raise MsgppError(f"unknown device {device!r} ({_first_line(error)})") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MsgppError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
-        self.generator = generator.to(self.device).eval()
+        self._generator = generator.to(self.device).eval()
+        self._rebuild = None  # set by from_pretrained: rebuilds a released generator from its file
+        self._fixed_batch = isinstance(generator, torch.jit.ScriptModule)  # traced for one batch size
         self.sample_rate = int(sample_rate)
         self.segment, self.overlap, self.batch_size = segment, float(overlap), int(batch_size)
         self.full_band = bool(full_band)
@@ -121,17 +125,33 @@ class Enhancer:
         The file is read with weights_only=True and checked against `sha256`, or else against
         the 8-hex prefix in its name (`msg-bass-1a2b3c4d.pt`). `options` are the constructor's.
         """
-        from msgpp.hub import load_inference_file, resolve_pretrained
+        from msgpp.hub import load_inference_file, resolve_pretrained, sha256_file
         from msgpp.models.generator import build_generator
 
         path = resolve_pretrained(name_or_path)
         package = load_inference_file(path, sha256=sha256)
-        try:
-            generator = build_generator(package["generator_config"])
-            generator.load_state_dict(package["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as error:
-            raise MsgppError(f"{path}: weights do not fit the generator ({str(error).splitlines()[0][:200]})") from None
-        return cls(generator, package["sample_rate"], source=package.get("source"), **options)
+
+        def build(package=package):
+            try:
+                generator = build_generator(package["generator_config"])
+                generator.load_state_dict(package["state_dict"])
+            except (KeyError, TypeError, RuntimeError) as error:
+                raise MsgppError(f"{path}: weights do not fit the generator ({str(error).splitlines()[0][:200]})") from None
+            return generator
+
+        enhancer = cls(build(), package["sample_rate"], source=package.get("source"), **options)
+        digest = sha256_file(path)  # the file as loaded: a rebuild must read these very weights
+        # The PyTorch copy of the weights can be dropped once the ONNX graph exists and rebuilt
+        # from the (checked) file if it is needed again: 358 MB less for the paper generator.
+        enhancer._rebuild = lambda: build(load_inference_file(path, sha256=digest))
+        return enhancer
+
+    @property
+    def generator(self) -> nn.Module:
+        """The PyTorch generator (rebuilt from its weights file if it was released)."""
+        if self._generator is None:
+            self._generator = self._rebuild().to(self.device).eval()
+        return self._generator
 
     def __repr__(self) -> str:
         return (f"Enhancer(source={self.source!r}, sample_rate={self.sample_rate}, device={str(self.device)!r}, "
@@ -226,7 +246,7 @@ class Enhancer:
             segment = max(1, round(self.segment * model_rate))
             overlap = min(round(self.overlap * model_rate), segment // 2)
         # A TorchScript graph (graph_export) was traced for one (batch, samples) shape.
-        fixed_batch = isinstance(self.generator, torch.jit.ScriptModule)
+        fixed_batch = self._fixed_batch
         process = self._process
         if self.backend == "onnxruntime" and self.segment is not None:  # a graph per segment length, any batch
             graph = self._graph(segment)
@@ -257,6 +277,8 @@ class Enhancer:
 
         if segment not in self._graphs:
             self._graphs[segment] = onnx_generator_for(self.generator, sample_rate=self.sample_rate, segment_samples=segment)
+            if self._rebuild is not None:
+                self._generator = None  # the graph runs from here on; see from_pretrained
         return self._graphs[segment]
 
     @torch.inference_mode()

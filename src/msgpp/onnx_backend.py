@@ -121,6 +121,8 @@ class OnnxGenerator:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
+        # ONNX Runtime's memory arena stays on: without it every call maps and faults in its
+        # activation buffers afresh, 22% slower here for ~0.1-0.2 GB less peak memory.
         options.log_severity_level = 3  # errors only
         source = model if isinstance(model, bytes) else str(model)
         try:

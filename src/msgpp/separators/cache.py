@@ -1,14 +1,17 @@
 """The estimate cache: every separator's estimates, written once, keyed by the weights' hash.
 
 Layout: <cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav, plus meta.json beside
-the sources (separator, weights sha256, sample rate, msgpp version). The weights id is the first
-12 hex digits of the weights' sha256, so a changed weights file gets a new key, never a stale hit.
+the sources (separator, weights sha256, the mixture's sha256, sample rate, msgpp version). The
+weights id is the first 12 hex digits of the weights' sha256, so a changed weights file gets a new
+key, never a stale hit; a changed mixture (a benchmark regenerated with another seed into the same
+root) makes its track pending again, because meta.json records which mixture was separated.
 A track is complete when meta.json exists: it is written last, atomically, after every source.
 Rewriting a track (--force, or after a kill) first removes meta.json and any temporary files a
 killed writer left, so a reader never pairs a new meta.json with old sources or vice versa.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -130,7 +133,39 @@ def track_folder(cache_root: str | os.PathLike, separator: str, weights_id_: str
 
 
 def pending_tracks(cache_root, separator: str, weights_id_: str, tracks: list, force: bool = False) -> list:
-    """The tracks whose estimates are not complete in the cache (all of them with `force`)."""
+    """The tracks whose estimates are not complete in the cache, or were made from another mixture
+    than the track's current one (all of them with `force`)."""
     if force:
         return list(tracks)
-    return [track for track in tracks if not is_complete(track_folder(cache_root, separator, weights_id_, track))]
+    return [track for track in tracks if not _up_to_date(track_folder(cache_root, separator, weights_id_, track), track)]
+
+
+def _up_to_date(folder: Path, track) -> bool:
+    if not is_complete(folder):
+        return False
+    try:
+        recorded = read_meta(folder).get(MIXTURE_KEY)
+    except (OSError, ValueError):  # unreadable meta.json: separate again
+        return False
+    return recorded == mixture_sha256(track.mixture)
+
+
+MIXTURE_KEY = "mixture_sha256"
+
+
+def mixture_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a mixture file's bytes (about 2 ms per 20-s song)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def portable_location(location: str) -> str:
+    """A weights location fit for meta.json: relative to the working folder, or just its name,
+    never an absolute path of this machine."""
+    path = Path(location)
+    if not path.is_absolute():
+        return str(location)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name

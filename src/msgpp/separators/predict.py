@@ -73,7 +73,8 @@ class EstimateWriter(BasePredictionWriter):
         folder = cache.track_folder(self.cache_root, self.separator.name, self.separator.weights_id, track)
         meta = {
             "separator": self.separator.name, "family": self.separator.family,
-            "weights": self.separator.weights.location, "weights_sha256": self.separator.weights.sha256,
+            "weights": cache.portable_location(self.separator.weights.location),
+            "weights_sha256": self.separator.weights.sha256, cache.MIXTURE_KEY: cache.mixture_sha256(track.mixture),
             "model_sample_rate": self.separator.sample_rate, "subset": track.subset, "track": track.name,
             "msgpp_version": msgpp.__version__,
         }
