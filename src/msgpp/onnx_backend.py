@@ -3,8 +3,8 @@
 Why a second backend: on the CPU, PyTorch's oneDNN convolutions re-lay-out the deep layers'
 weights (100 MB for the paper generator's innermost decoder conv) on every call, so those layers
 run far below the machine's GEMM speed; ONNX Runtime packs the weights once per session. On the
-2-core development machine ONNX Runtime ran the paper generator 1.6–2× faster than PyTorch eager
-(`python benchmarks/bench_enhancer.py`), with outputs equal to ~1e-7.
+2-core development machine msgpp's defaults ran the paper generator 1.54× faster in ONNX Runtime
+than in PyTorch eager (`python benchmarks/bench_enhancer.py`), with outputs equal to ~1e-7.
 
 A graph is exported by torch.onnx (the dynamo exporter) for ONE segment length and ANY batch
 size: Demucs computes its padding from the input length in Python, which the graph cannot
