@@ -1,4 +1,5 @@
 """ONNX export and the Enhancer's ONNX Runtime backend: same output as PyTorch, graphs cached once."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ def test_exported_graph_matches_pytorch_at_any_batch_size(generator, tmp_path):
     path = tmp_path / "g.onnx"
     onnx_backend.export_onnx(generator, path, sample_rate=16000, segment_samples=4000, source="bass")
     graph = onnx_backend.load_onnx(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # the usual mode, not mkstemp's owner-only
     assert graph.metadata["format"] == onnx_backend.FORMAT and graph.metadata["source"] == "bass"
     assert (graph.sample_rate, graph.segment_samples) == (16000, 4000)
     for batch in (1, 3):

@@ -200,6 +200,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes owner-only files; give the usual mode
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
