@@ -1,4 +1,5 @@
 """msgpp.Enhancer: arrays in and out, rates and channels kept, weights loading, files, CLI, export."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,9 @@ def test_torchscript_export_matches_pytorch(weights, tmp_path):
     enhancer = Enhancer.from_pretrained(weights, segment=0.5, overlap=0.1, batch_size=2)
     path = export_torchscript(enhancer.generator, tmp_path / "g.ts", sample_rate=16000, segment=0.5, batch_size=2)
     graph, metadata = load_torchscript(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # the usual mode, not mkstemp's owner-only
     assert metadata["segment_samples"] == 8000 and metadata["batch_size"] == 2
     assert max_difference(enhancer.generator, graph, 2, 8000) < 1e-5
     audio = noise((3, 30000))  # 3 channels: the last batch is padded to the graph's batch size

@@ -55,6 +55,9 @@ def export_torchscript(
     os.close(descriptor)
     try:
         torch.jit.save(traced, temporary, _extra_files={METADATA_NAME: json.dumps(metadata)})
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes owner-only files; give the usual mode
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
