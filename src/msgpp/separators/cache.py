@@ -21,6 +21,7 @@ from pathlib import Path
 from msgpp.errors import MsgppError
 
 META_NAME = "meta.json"
+MIXTURE_KEY = "mixture_sha256"  # meta.json's record of the mixture file that was separated
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,6 @@ def _up_to_date(folder: Path, track) -> bool:
     except (OSError, ValueError):  # unreadable meta.json: separate again
         return False
     return recorded == mixture_sha256(track.mixture)
-
-
-MIXTURE_KEY = "mixture_sha256"
 
 
 def mixture_sha256(path: str | os.PathLike) -> str:
