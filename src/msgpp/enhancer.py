@@ -141,10 +141,12 @@ class Enhancer:
 
         enhancer = cls(build(package), package["sample_rate"], source=package.get("source"), **options)
         del package  # nothing may keep the loaded state dict alive: the module holds the weights
-        digest = sha256_file(path)  # the file as loaded: a rebuild must read these very weights
-        # The PyTorch copy of the weights can be dropped once the ONNX graph exists and rebuilt
-        # from the (checked) file if it is needed again: 358 MB less for the paper generator.
-        enhancer._rebuild = lambda: build(load_inference_file(path, sha256=digest))
+        if enhancer.backend == "onnxruntime":
+            # The PyTorch copy of the weights can be dropped once the ONNX graph exists and rebuilt
+            # from the file if it is needed again (358 MB less for the paper generator); the
+            # rebuild must read these very weights, so the file's digest is taken now.
+            digest = sha256_file(path)
+            enhancer._rebuild = lambda: build(load_inference_file(path, sha256=digest))
         return enhancer
 
     @property

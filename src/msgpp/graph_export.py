@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from msgpp.atomic import atomic_path
 from msgpp.errors import MsgppError
 
 METADATA_NAME = "msgpp.json"
@@ -50,17 +50,8 @@ def export_torchscript(
         "format": "msgpp-torchscript/1", "sample_rate": int(sample_rate), "segment_samples": samples,
         "batch_size": int(batch_size), "source": source, "msgpp": msgpp.__version__, "torch": torch.__version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         torch.jit.save(traced, temporary, _extra_files={METADATA_NAME: json.dumps(metadata)})
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes owner-only files; give the usual mode
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return path
 
 

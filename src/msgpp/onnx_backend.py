@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from msgpp.atomic import atomic_path
 from msgpp.errors import MsgppError
 
 FORMAT = "msgpp-onnx/1"
@@ -195,17 +195,8 @@ def graph_key(generator: nn.Module, segment_samples: int) -> str:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes owner-only files; give the usual mode
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
 
 
 def _first_line(error: Exception) -> str:

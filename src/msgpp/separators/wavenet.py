@@ -220,14 +220,9 @@ def separate_mono(
 
 def save_checkpoint(model: Wavenet, path, training: dict | None = None) -> None:
     """Write {format, config, state_dict, versions, training} atomically (torch.save)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
+    from msgpp.atomic import atomic_path
     from msgpp.hub import versions
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     package = {
         "format": FORMAT,
         "config": model.config.to_dict(),
@@ -235,17 +230,8 @@ def save_checkpoint(model: Wavenet, path, training: dict | None = None) -> None:
         "versions": {name: str(value) for name, value in versions().items()},  # TorchVersion is not weights_only-safe
         "training": dict(training or {}),
     }
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(package, temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path) -> Wavenet:
