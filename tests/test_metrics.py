@@ -187,3 +187,13 @@ def test_metric_cells_pair_msg_with_raw_by_song():
     (cell,) = summary.metric_cells(rows, "onset_f1")
     assert cell.raw.mean == pytest.approx(0.5) and cell.msg.mean == pytest.approx(0.6)
     assert cell.delta.mean == pytest.approx(0.1) and cell.delta.low == pytest.approx(0.1)  # every song +0.1
+
+
+def test_mrstft_distance_is_zero_for_the_target_and_grows_with_noise():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    target = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    assert metrics.mrstft_distance(target, target) == pytest.approx(0.0, abs=1e-6)
+    slightly = target + 0.01 * rng.standard_normal(target.size).astype(np.float32)
+    noisy = target + 0.1 * rng.standard_normal(target.size).astype(np.float32)
+    assert 0 < metrics.mrstft_distance(slightly, target) < metrics.mrstft_distance(noisy, target)

@@ -43,19 +43,50 @@ def test_every_discriminator_returns_logits_and_feature_maps(samples):
     assert len(outputs) == 8
     for (logits, maps), name in zip(outputs, discriminators.names):
         assert logits.dim() == 2 and logits.shape[0] == 2, name
-        assert len(maps) == 6 and all(m.shape[0] == 2 for m in maps), name
-        assert torch.equal(maps[-1].flatten(1), logits)
+        # feature maps are the hidden layers only (as the authors' feature matching), not the logits
+        assert len(maps) == 5 and all(m.shape[0] == 2 for m in maps), name
     # period p folds the waveform into p columns
     period5 = outputs[5][1][0]
     assert period5.shape[-1] == 5
 
 
-def test_stft_discriminator_sees_the_spectrogram_at_its_resolution():
+def test_stft_discriminator_strides_along_time_by_default():
     member = STFTDiscriminator(n_fft=512, channels=4)
+    assert member.layout == "time"
+    frames = 8000 // 128 + 1  # 63
     spectrogram = member.spectrogram(torch.randn(1, 1, 8000))
-    assert spectrogram.shape == (1, 1, 8000 // 128 + 1, 257)
+    assert spectrogram.shape == (1, 1, 257, frames)  # (frequency, frames), as the paper
+    assert torch.equal(member.window, torch.ones(512))  # rectangular window, as the authors' code
+    logits, maps = member(torch.randn(1, 1, 8000))
+    # every map keeps all 257 frequency bins; the three strided layers halve the frame axis
+    assert [m.shape[-1] for m in maps] == [257] * 5
+    assert [m.shape[-2] for m in maps] == [63, 32, 16, 8, 8]
+
+
+def test_time_layout_equals_the_plain_convolution_of_the_frequency_by_frames_spectrogram():
+    # The fast path convolves the transposed tensor with transposed kernels; the sums must be those
+    # of the paper's (frequency, frames) convolution with stride (1, 2).
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    member = STFTDiscriminator(n_fft=256, channels=3)
+    audio = torch.randn(2, 1, 4000)
+    x = member.spectrogram(audio)
+    for conv in member.convs:
+        x = F.leaky_relu(conv(x), 0.1)
+    expected = member.output(x)  # (batch, 1, frequency, frames)
+    logits, maps = member(audio)
+    assert torch.allclose(logits, expected.transpose(-1, -2).flatten(1), atol=1e-5)
+    assert torch.allclose(maps[-1].transpose(-1, -2), x, atol=1e-5)
+
+
+def test_frequency_layout_is_kept_as_an_option():
+    member = STFTDiscriminator(n_fft=512, channels=4, layout="frequency")
+    assert member.spectrogram(torch.randn(1, 1, 8000)).shape == (1, 1, 63, 257)
     logits, maps = member(torch.randn(1, 1, 8000))
     assert maps[1].shape[-1] == 129  # frequency axis halved by the first strided layer
+    with pytest.raises(ValueError, match="layout"):
+        STFTDiscriminator(layout="diagonal")
 
 
 def test_peak_normalisation_makes_discriminators_level_blind():
@@ -86,3 +117,21 @@ def test_config_rebuilds_the_same_architecture():
     again.load_state_dict(small.state_dict())
     audio = torch.randn(1, 1, 4000)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(small(audio), again(audio)))
+
+
+def test_identity_start_generator_returns_its_input_exactly_before_training():
+    torch.manual_seed(0)
+    generator = build_generator("small", residual=True)
+    audio = torch.randn(3, 1, 12345) * 0.3 + 0.05  # an offset too: the U-Net's mean handling
+    assert torch.equal(generator(audio), audio)
+    assert generator.config["residual"] is True
+    # it can still learn: one gradient step moves it away from the identity
+    loss = (generator(audio) - 0.5 * audio).abs().mean()
+    loss.backward()
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            if parameter.grad is not None:
+                parameter -= 1e-2 * parameter.grad
+    assert not torch.equal(generator(audio), audio)
+    # the paper's generator (no residual) does not return its input
+    assert not torch.allclose(build_generator("small")(audio), audio, atol=1e-2)

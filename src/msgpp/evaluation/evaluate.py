@@ -321,6 +321,7 @@ def _score(estimate: np.ndarray, target: np.ndarray) -> dict:
         "onset_f1": onsets.f1, "onset_tp": float(onsets.true_positives), "onset_fp": float(onsets.false_positives),
         "onset_fn": float(onsets.false_negatives),
         "si_sdr": metrics.si_sdr(est, gt),
+        "mrstft": metrics.mrstft_distance(est, gt),
         "_cents": rolloff.cents,
     }
 

@@ -181,6 +181,27 @@ def si_sdr(estimate: np.ndarray, target: np.ndarray, eps: float = 1e-10) -> floa
     return float(10.0 * np.log10(max(float(np.dot(projection, projection)), eps) / noise_energy))
 
 
+def mrstft_distance(estimate: np.ndarray, target: np.ndarray) -> float:
+    """Multi-resolution STFT distance (MSG's reconstruction loss, msgpp.losses, its default
+    resolutions) between two prepared 1-D signals; lower is closer, 0 for identical signals."""
+    import torch
+
+    from msgpp.losses import MultiResolutionSTFTLoss
+
+    estimate, target = align(np.asarray(estimate, np.float32), np.asarray(target, np.float32))
+    if estimate.size == 0:
+        return float("nan")
+    global _MRSTFT
+    if _MRSTFT is None:
+        _MRSTFT = MultiResolutionSTFTLoss()
+    with torch.no_grad():
+        return float(_MRSTFT(torch.from_numpy(np.ascontiguousarray(estimate))[None, None],
+                             torch.from_numpy(np.ascontiguousarray(target))[None, None]))
+
+
+_MRSTFT = None  # built on first use (its windows are buffers; no state changes between calls)
+
+
 def bss_eval(
     estimates: dict[str, np.ndarray], targets: dict[str, np.ndarray], sample_rate: int, window_s: float = 1.0
 ) -> dict[str, dict[str, float]]:

@@ -27,6 +27,7 @@ METRICS = {
     "rolloff_abs_cents": ("mean |rolloff error| (cents)", "lower is better", 0),
     "rolloff_cents": ("mean signed rolloff error (cents)", "closer to 0 is better", 0),
     "si_sdr": ("SI-SDR (dB)", "higher is better", 2),
+    "mrstft": ("multi-resolution STFT distance", "lower is better", 3),
     "sdr": ("museval SDR (dB, median over 1-s frames)", "higher is better", 2),
 }
 
@@ -91,6 +92,17 @@ def build_report(
         _sign_table(checks),
     ))
     _write_sign_table(tables_dir / "sign_check", checks)
+
+    if any(np.isfinite(r.get("mrstft", float("nan"))) for r in rows):
+        distance = summary.metric_cells(rows, "mrstft", seed)
+        _write_table(tables_dir / "mrstft", distance, "mrstft")
+        sections.append(_section(
+            "Multi-resolution STFT distance to the ground truth",
+            "MSG's own reconstruction loss (spectral convergence + log magnitude at three resolutions) on whole "
+            "songs, 16 kHz mono, peak-normalised: how close the spectra are, artifacts included.",
+            _image(figures.metric_bars(distance, "MR-STFT distance", "MR-STFT distance (lower is better)",
+                                       figures_dir / "mrstft.png"), out) + _paper_table(distance, "mrstft", 3),
+        ))
 
     sisdr = summary.metric_cells(rows, "si_sdr", seed)
     _write_table(tables_dir / "si_sdr", sisdr, "si_sdr")
@@ -167,7 +179,7 @@ def _paper_table(cells, metric: str, digits: int) -> str:
 
 
 # +1: higher is better; −1: lower is better; 0: closer to zero is better.
-DIRECTIONS = {"onset_f1": +1, "si_sdr": +1, "sdr": +1, "rolloff_abs_cents": -1, "rolloff_cents": 0}
+DIRECTIONS = {"onset_f1": +1, "si_sdr": +1, "sdr": +1, "rolloff_abs_cents": -1, "rolloff_cents": 0, "mrstft": -1}
 
 
 def _cell_html(cell, digits: int, metric: str = "") -> str:

@@ -26,7 +26,7 @@ VALUE_COLUMNS = (
     "family", "duration_s",
     "rolloff_cents", "rolloff_abs_cents", "rolloff_frames",
     "onset_f1", "onset_tp", "onset_fp", "onset_fn",
-    "si_sdr", "sdr", "sir", "isr", "sar",
+    "si_sdr", "sdr", "sir", "isr", "sar", "mrstft",
 )
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 _TEXT = {"track", "separator", "weights_id", "source", "variant", "enhancer_id", "metrics_id", "family"}
@@ -37,7 +37,7 @@ def metrics_id() -> str:
     """A short hash of every metric parameter: changing one invalidates the cached rows."""
     params = (
         metrics.ROLLOFF_PERCENT, metrics.ROLLOFF_N_FFT, metrics.ROLLOFF_HOP, metrics.SILENCE_DBFS,
-        metrics.ONSET_HOP, metrics.ONSET_THRESHOLD, "16k-mono-peak", "v1",
+        metrics.ONSET_HOP, metrics.ONSET_THRESHOLD, "16k-mono-peak", "v2-mrstft",
     )
     return hashlib.sha256(repr(params).encode()).hexdigest()[:8]
 

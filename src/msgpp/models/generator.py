@@ -4,6 +4,9 @@ The demucs package's `Demucs` class already holds the architecture the paper use
 MSG-SPEC.md); reusing it beats rewriting it. This wrapper fixes the MSG-specific arguments, keeps
 the constructor arguments as the configuration (stored in every checkpoint), and maps
 (batch, 1, samples) → (batch, 1, samples).
+
+`residual=True` (beyond the paper) makes it an identity-start enhancer: output = input +
+correction, with the correction exactly zero at initialisation.
 """
 from __future__ import annotations
 
@@ -36,26 +39,40 @@ class Generator(nn.Module):
         normalize: bool = True,
         rescale: float = 0.1,
         sample_rate: int = 16000,
+        residual: bool = False,
     ):
         super().__init__()
         self.config = dict(
             channels=channels, depth=depth, kernel_size=kernel_size, stride=stride, growth=growth,
             context=context, resample=resample, normalize=normalize, rescale=rescale,
-            sample_rate=sample_rate,
+            sample_rate=sample_rate, residual=residual,
         )
         self.sample_rate = sample_rate
+        self.residual = residual
         self.unet = Demucs(
             sources=["enhanced"], audio_channels=1, channels=channels, growth=growth, depth=depth,
             rewrite=True, lstm_layers=0, kernel_size=kernel_size, stride=stride, context=context,
             gelu=False, glu=True, norm_starts=99, dconv_mode=0, normalize=normalize,
             resample=resample, rescale=rescale, samplerate=sample_rate, segment=1,
         )
+        if residual:
+            # Identity start: the last transposed conv is zero, so the U-Net's correction is zero
+            # and an untrained generator returns its input exactly (see forward).
+            last = self.unet.decoder[-1][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, 1, samples) → (batch, 1, samples)."""
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"Generator expects (batch, 1, samples), got {tuple(audio.shape)}")
-        return self.unet(audio)[:, 0]
+        output = self.unet(audio)[:, 0]
+        if not self.residual:
+            return output
+        # The U-Net adds the input's mean back after its own normalisation; the correction is
+        # what it adds on top of that, so output = input + correction.
+        correction = output - audio.mean(dim=-1, keepdim=True) if self.config["normalize"] else output
+        return audio + correction
 
 
 def build_generator(preset_or_config: str | dict = "paper", **overrides) -> Generator:
@@ -66,6 +83,11 @@ def build_generator(preset_or_config: str | dict = "paper", **overrides) -> Gene
         config = dict(PRESETS[preset_or_config])
     else:
         config = dict(preset_or_config)
+        if "preset" in config:  # {"preset": "small", <overrides>}: a preset with some arguments changed
+            preset = config.pop("preset")
+            if preset not in PRESETS:
+                raise KeyError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
+            config = {**PRESETS[preset], **config}
     config.update(overrides)
     return Generator(**config)
 

@@ -20,6 +20,7 @@ has unscaled the gradients, so the norms are true norms under "16-mixed" too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -85,6 +86,8 @@ class MSGModule(L.LightningModule):
         g_clip_percentile: AutoClip percentile for G's gradient; None turns AutoClip off.
         g_clip_history: how many recent gradient norms AutoClip keeps.
         g_clip_norm: a fixed max norm for G instead of AutoClip (used when set).
+        val_songs: at each validation, how many validation songs are measured whole for model
+            selection (msgpp.training.selection); None = all of them.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class MSGModule(L.LightningModule):
         g_clip_percentile: float | None = 10.0,
         g_clip_history: int = 1000,
         g_clip_norm: float | None = None,
+        val_songs: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -114,6 +118,13 @@ class MSGModule(L.LightningModule):
         self.g_clip_norm = g_clip_norm
         self._val_sums: torch.Tensor | None = None
         self.val_table: list[dict] = []  # per-separator validation metrics, read by the media logger
+        if val_songs is not None and val_songs < 1:
+            from msgpp.errors import MsgppError
+
+            raise MsgppError(f"model.val_songs must be a positive number of songs or null (all), got {val_songs}")
+        self.val_songs = val_songs
+        self.validations: list[dict] = []  # whole-song validation records, oldest first (checkpointed)
+        self._raw_measures: dict = {}  # the raw estimates' measures do not change between validations
 
     @property
     def batches_done(self) -> int:
@@ -213,6 +224,7 @@ class MSGModule(L.LightningModule):
         self._val_sums[:, 0].index_add_(0, separator, torch.ones_like(raw, dtype=torch.float64))
 
     def on_validation_epoch_end(self) -> None:
+        self.measure_validation_songs()
         sums = self._val_sums
         if sums is None or sums[:, 0].sum() == 0:
             return
@@ -234,6 +246,46 @@ class MSGModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         return list(getattr(datamodule, "val_separators", None) or ["all"])
 
+    def measure_validation_songs(self) -> dict | None:
+        """Model selection (msgpp.training.selection): the paper's measures on whole validation
+        songs, raw vs enhanced, per separator, and the selection score. Logs `val/score` and
+        `val/<measure>_{raw,enhanced}/<separator>`, appends to `<log dir>/validation_measures.csv`
+        and keeps the record for the checkpoints. Under DDP each rank measures its share of the
+        songs and all ranks get every value. None (nothing done) without validation songs."""
+        import numpy as np
+
+        from msgpp.training import selection
+
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        data = getattr(getattr(datamodule, "val_set", None), "data", None)
+        if trainer.sanity_checking or data is None or not data.tracks:
+            return None
+        separators = [name for name in self._val_separators() if name in data.estimates]
+        songs = list(range(len(data.tracks)))[: self.val_songs]
+        values = selection.song_measures(self.generator, data, separators, songs[trainer.global_rank :: trainer.world_size],
+                                         sample_rate=self.generator.sample_rate, raw_cache=self._raw_measures)
+        if trainer.world_size > 1:
+            share = -(-len(songs) // trainer.world_size)  # NaN-padded to the same size on every rank
+            padded = np.full((share, *values.shape[1:]), np.nan)
+            padded[: len(values)] = values
+            gathered = self.all_gather(torch.from_numpy(padded).to(self.device))
+            values = gathered.reshape(-1, *values.shape[1:]).cpu().numpy()
+        rows = selection.rows_from_measures(values, separators)
+        record = {"batches": self.batches_done, "score": selection.selection_score(rows), "rows": rows,
+                  "fingerprint": selection.generator_fingerprint(self.generator.state_dict())}
+        self.validations.append(record)
+        logs = {"val/score": record["score"]}
+        for row in rows:
+            for measure in selection.MEASURES:
+                for kind in ("raw", "enhanced"):
+                    logs[f"val/{measure}_{kind}/{row['separator']}"] = row[f"{measure}_{kind}"]
+        self.log_dict(logs, sync_dist=False)
+        folder = trainer.log_dir or trainer.default_root_dir  # every rank calls log_dir (it broadcasts)
+        if trainer.is_global_zero:
+            selection.append_measures_csv(Path(folder) / "validation_measures.csv", record)
+        return record
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -249,4 +301,11 @@ class MSGModule(L.LightningModule):
             "balance_frozen": self.balancer.frozen,
             "batches_done": self.batches_done,
             "versions": versions(),
+            # model selection: the latest whole-song validation and every earlier one; each record's
+            # fingerprint names the generator weights it measured (`msgpp export` matches them)
+            "validation": self.validations[-1] if self.validations else None,
+            "validation_history": list(self.validations),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.validations = list((checkpoint.get("msgpp") or {}).get("validation_history") or [])
