@@ -12,9 +12,10 @@ SEED ?= 0
 PRESET ?= small
 SOURCE ?= vocals
 SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet
+SEPARATOR ?= hdemucs_v3
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm chromium
 
-.PHONY: install apt spleeter-env demo data separate train enhance evaluate bench test test-all figures clean
+.PHONY: install apt spleeter-env demo data separate stems train enhance evaluate bench test test-all figures clean
 
 install: apt $(STAMP) spleeter-env
 
@@ -51,6 +52,15 @@ demo: install
 
 separate: install
 	$(MSGPP) separate --root $(DATA) --separators $(SEPARATORS) --cache $(CACHE)
+
+# Song in, enhanced stems out: make stems IN=song.mp3 OUT=stems/ [SEPARATOR=hdemucs_v3] (IN: files or folders).
+ifneq ($(filter stems,$(MAKECMDGOALS)),)
+ifeq ($(IN),)
+$(error usage: make stems IN=song.mp3 OUT=stems/ [SEPARATOR=hdemucs_v3])
+endif
+endif
+stems: install
+	$(MSGPP) separate $(IN) --separator $(SEPARATOR) --enhance --out $(or $(OUT),stems)
 
 train: install
 	$(MSGPP) train --config configs/$(PRESET)/$(SOURCE).yaml

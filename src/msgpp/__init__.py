@@ -6,6 +6,9 @@ that maps a source separator's estimate to a cleaner estimate of the same source
     import msgpp
     enhancer = msgpp.Enhancer.from_pretrained("bass")
     enhanced = enhancer(estimate, sample_rate)
+
+    stems = msgpp.separate_song(mixture, sample_rate)     # separate, then enhance each stem
+    msgpp.separate_file("song.mp3", "stems/")             # stems/song/{drums,bass,other,vocals}.wav
 """
 from importlib import import_module
 
@@ -16,6 +19,9 @@ _LAZY = {
     "Enhancer": ("msgpp.enhancer", "Enhancer"),
     "MsgppError": ("msgpp.errors", "MsgppError"),
     "separators": ("msgpp.separators", None),
+    "separate_song": ("msgpp.stems", "separate_song"),
+    "separate_file": ("msgpp.stems", "separate_file"),
+    "StemSplitter": ("msgpp.stems", "StemSplitter"),
 }
 
 
@@ -27,4 +33,4 @@ def __getattr__(name):
     return module if attr is None else getattr(module, attr)
 
 
-__all__ = ["Enhancer", "MsgppError", "separators", "__version__"]
+__all__ = ["Enhancer", "MsgppError", "StemSplitter", "separate_file", "separate_song", "separators", "__version__"]

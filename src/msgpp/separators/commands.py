@@ -16,24 +16,36 @@ SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLO
 
 def register(subparsers) -> None:
     separate = subparsers.add_parser(
-        "separate", help="separate a dataset's songs into the estimate cache",
-        description="Separate every song of a MUSDB18-HQ-layout folder with each separator and store the "
-                    "estimates in the cache (<cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav). "
-                    "Done tracks are skipped, so an interrupted run resumes.",
+        "separate", help="separate songs into stems (INPUT...), or a dataset into the estimate cache (--root)",
+        description="Two modes. Songs: `msgpp separate INPUT... --out DIR [--enhance]` separates audio files "
+                    "(or folders, searched recursively) into stem files, optionally enhanced by MSG "
+                    "(docs/stems.md). Dataset: `msgpp separate --root DIR --separators A,B` separates every "
+                    "song of a MUSDB18-HQ-layout folder with each separator and stores the estimates in the "
+                    "cache (<cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav); done tracks are "
+                    "skipped, so an interrupted run resumes.",
     )
-    separate.add_argument("--root", required=True, type=Path, help="dataset root: <root>/{train,test}/<track>/mixture.wav")
-    separate.add_argument("--separators", required=True, help="comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix")
-    separate.add_argument("--subset", choices=("train", "test"), help="one subset only (default: both)")
-    separate.add_argument("--cache", type=Path, default=Path("cache/estimates"), help="estimate cache folder (default: %(default)s)")
+    separate.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                          help="songs: audio files or folders (searched recursively); omit for the dataset mode")
+    separate.add_argument("--root", type=Path, help="dataset mode: root with <root>/{train,test}/<track>/mixture.wav")
+    separate.add_argument("--separators", help="dataset mode: comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix")
+    separate.add_argument("--subset", choices=("train", "test"), help="dataset mode: one subset only (default: both)")
+    separate.add_argument("--cache", type=Path, default=Path("cache/estimates"), help="dataset mode: estimate cache folder (default: %(default)s)")
     separate.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
-                          help="weights for one separator (a local folder/file, or an upstream name when online); repeatable")
-    separate.add_argument("--force", action="store_true", help="recompute tracks that are already cached")
-    separate.add_argument("--format", choices=sorted(SUBTYPE_CHOICES), default="PCM_16",
-                          help="sample format of the estimates (PCM_16 files that would clip are written as float)")
-    separate.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: %(default)s)")
-    separate.add_argument("--devices", default="auto", help="Lightning devices: auto, or a count (several GPUs run DDP)")
+                          help="weights for one separator (a local folder/file, or an upstream name when online); repeatable. "
+                               "Songs: the --separator's weights, NAME= optional")
+    separate.add_argument("--force", action="store_true",
+                          help="dataset mode: recompute tracks that are already cached; songs: overwrite existing outputs")
+    separate.add_argument("--format",
+                          help="dataset mode: sample format of the estimates, PCM_16 (default) or float (PCM_16 files "
+                               "that would clip are written as float); songs: output format wav, flac, ogg, mp3 or "
+                               "aiff (default: the input's when wav, flac or aiff, else wav)")
+    separate.add_argument("--accelerator", default="auto", help="dataset mode: Lightning accelerator: auto, cpu, gpu (default: %(default)s)")
+    separate.add_argument("--devices", default="auto", help="dataset mode: Lightning devices: auto, or a count (several GPUs run DDP)")
     separate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    separate.add_argument("--workers", type=int, default=0, help="DataLoader workers that read the mixtures")
+    separate.add_argument("--workers", type=int, help="dataset mode: DataLoader workers that read the mixtures (default 0)")
+    from msgpp.stems_commands import add_arguments
+
+    add_arguments(separate)
     separate.set_defaults(func=run_separate)
 
     group = subparsers.add_parser("separators", help="list, train or score separators")
@@ -71,6 +83,16 @@ def register(subparsers) -> None:
 
 # -- msgpp separate -----------------------------------------------------------------------------
 def run_separate(args) -> int:
+    if args.inputs:
+        if args.root is not None:
+            raise MsgppError("give either INPUT files (songs to stems) or --root (a dataset into the cache), not both")
+        from msgpp.stems_commands import run
+
+        return run(args)
+    if args.root is None:
+        raise MsgppError("nothing to separate: give audio files or folders (msgpp separate song.mp3 --out stems/), "
+                         "or a dataset with --root and --separators")
+    _check_dataset_mode(args)
     from msgpp.separators import cache
     from msgpp.separators.registry import parse_names, separator_class
     from msgpp.separators.tracks import SUBSETS, list_tracks
@@ -94,8 +116,8 @@ def run_separate(args) -> int:
 
         separator = klass.load(weights=weights.get(name))  # loaded once for all tracks
         summary = separate_tracks(
-            separator, tracks, args.cache, force=args.force, subtype=SUBTYPE_CHOICES[args.format],
-            accelerator=args.accelerator, devices=_devices(args.devices), workers=args.workers,
+            separator, tracks, args.cache, force=args.force, subtype=SUBTYPE_CHOICES[args.format or "PCM_16"],
+            accelerator=args.accelerator, devices=_devices(args.devices), workers=args.workers or 0,
         )
         if summary.get("rank", 0) == 0:
             print(
@@ -104,6 +126,20 @@ def run_separate(args) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _check_dataset_mode(args) -> None:
+    """The dataset mode's own checks (argparse cannot make them: the song mode shares the parser)."""
+    from msgpp.stems_commands import SONG_ONLY
+
+    if not args.separators:
+        raise MsgppError("--root needs --separators (comma-separated names, e.g. demucs_v2,openunmix)")
+    if args.format is not None and args.format not in SUBTYPE_CHOICES:
+        raise MsgppError(f"--format {args.format!r}: with --root choose one of {', '.join(sorted(SUBTYPE_CHOICES))}")
+    for name in SONG_ONLY:
+        if getattr(args, name, None) not in (None, False, []):
+            raise MsgppError(f"--{name.replace('_', '-')} belongs to the song mode (msgpp separate INPUT... --out DIR), "
+                             "not to --root")
 
 
 def _parse_weights(items: list[str], names: list[str]) -> dict[str, str]:
