@@ -1,28 +1,133 @@
 """Writing a file so that it is either complete or absent: write to a temporary name beside it,
-then rename. A reader never sees a half-written file, and an error or Ctrl-C leaves nothing."""
+then rename. A reader never sees a half-written file, and an error or Ctrl-C leaves nothing.
+
+Temporary names carry the writer's process id (`.<stem>.<pid>-<random>.tmp<suffix>`), so a
+later writer of the same file removes what a killed process (SIGKILL, power cut) left behind,
+and never touches the temporary of a writer that is still alive. The usual file mode
+(0666 & ~umask) is given to every finished file; a full disk is named as such.
+"""
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from msgpp.errors import MsgppError
+
+_PID = re.compile(r"^(\d+)-")
+_TEMPORARY = re.compile(r"^\..*\.tmp")
+_TEMPORARY_PID = re.compile(r"\.(\d+)-[A-Za-z0-9_]+\.tmp")
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give a file made by mkstemp (owner-only) the mode an ordinary open() would give it."""
+    os.chmod(path, 0o666 & ~umask())
+
+
+def temporary_path(path: str | os.PathLike, suffix: str = ".tmp") -> str:
+    """A new empty temporary file beside `path`, named for this process; stale ones of `path`
+    left by dead processes are removed first."""
+    path = Path(path)
+    remove_stale_temporaries(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=suffix, dir=path.parent)
+    os.close(descriptor)
+    return temporary
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of `path` whose writing process no longer exists; returns them."""
+    path = Path(path)
+    prefix = f".{path.stem}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or ".tmp" not in name[len(prefix):]:
+            continue
+        match = _PID.match(name[len(prefix):])
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def remove_stale_in(folder: str | os.PathLike, legacy: bool = True) -> list[Path]:
+    """Remove every temporary (`.NAME.tmp...`) in `folder` whose writer is dead; with `legacy`, also
+    those without a process id (written before names carried one)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMPORARY.match(entry.name):
+            continue
+        match = _TEMPORARY_PID.search(entry.name)
+        if (match is None and not legacy) or (match is not None and _alive(int(match.group(1)))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def describe_os_error(error: OSError) -> str:
+    """A short reason for a failed write; a full disk (or quota) is named as such."""
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {error.strerror or 'No space left on device'}"
+    if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable ({error.strerror})"
+    return error.strerror or str(error) or type(error).__name__
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary file name beside `path` to write to. When the block ends without error the
     file gets the usual mode (0666 & ~umask; mkstemp makes owner-only files) and is renamed onto
-    `path`; otherwise it is removed."""
+    `path`; otherwise it is removed. An OSError (full disk, read-only folder) becomes a one-line
+    MsgppError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(path)
+    except OSError as error:
+        raise MsgppError(f"{path}: cannot write ({describe_os_error(error)})") from None
     try:
         yield temporary
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
+        usual_mode(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        raise MsgppError(f"{path}: cannot write ({describe_os_error(error)})") from None
     finally:
         Path(temporary).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -34,24 +33,28 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     naming the file, when it is missing, unreadable, empty, truncated, or holds NaN/Inf samples.
     """
     path = Path(path)
-    check_audio_file(path)
+    info = check_audio_file(path, decode=False)
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: holds no audio samples")
+    _check_decoded(path, info, data.shape[0])
     audio = np.ascontiguousarray(data.T)
     if not np.isfinite(audio).all():
         raise AudioError(f"{path}: contains NaN or Inf samples")
     return audio, int(sample_rate)
 
 
-def check_audio_file(path: PathLike):
-    """Check, without reading the samples, that a file is complete audio with at least one frame.
+def check_audio_file(path: PathLike, decode: bool = True):
+    """Check that a file is complete audio with at least one frame, whatever its name says.
 
+    WAV and AIFF are checked against their headers without reading the samples; other
+    containers (MP3, FLAC, Ogg ...) declare a length that only decoding can confirm, so with
+    `decode` they are decoded to the end once and the frames counted.
     Returns soundfile's info (samplerate, channels, frames, subtype ...); raises AudioError naming
-    the file when it is missing, a folder, empty, not audio, frameless or a truncated WAV.
+    the file when it is missing, a folder, empty, not audio, frameless or truncated.
     """
     path = Path(path)
     if not path.exists():
@@ -66,7 +69,16 @@ def check_audio_file(path: PathLike):
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
     if info.frames <= 0:
         raise AudioError(f"{path}: holds no audio samples")
-    _check_wav_complete(path)
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(f"{path}: declares {info.samplerate} Hz and {info.channels} channel(s)")
+    if info.format == "WAV":
+        _check_wav_complete(path)
+    elif info.format == "AIFF":
+        _check_aiff_complete(path, info)
+    elif info.format == "OGG":
+        _check_ogg_complete(path)
+    elif decode:
+        _check_decoded(path, info, _decoded_frames(path))
     return info
 
 
@@ -108,18 +120,25 @@ def save_audio(
         raise AudioError(f"{path}: unsupported output extension {path.suffix!r} (use .wav, .flac, .ogg, .aiff)")
     if file_format in ("OGG", "MP3"):
         subtype = "VORBIS" if file_format == "OGG" else "MPEG_LAYER_III"
+    from msgpp.atomic import describe_os_error, temporary_path, usual_mode
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(descriptor)
+        temporary = temporary_path(path, suffix=f".tmp{path.suffix}")
     except OSError as error:
-        raise AudioError(f"{path}: cannot write ({error.strerror})") from None
+        raise AudioError(f"{path}: cannot write ({describe_os_error(error)})") from None
     try:
         sf.write(temporary, audio.T, int(sample_rate), subtype=subtype, format=file_format)
+        usual_mode(temporary)  # mkstemp makes owner-only files; outputs get the usual mode
         os.replace(temporary, path)
-    except (OSError, sf.LibsndfileError, RuntimeError) as error:
+    except OSError as error:
         Path(temporary).unlink(missing_ok=True)
-        raise AudioError(f"{path}: cannot write ({_short(error)})") from None
+        raise AudioError(f"{path}: cannot write ({describe_os_error(error)})") from None
+    except (sf.LibsndfileError, RuntimeError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        reason = _short(error)
+        raise AudioError(f"{path}: cannot write ("
+                         f"{'disk full: ' + reason if 'no space left' in reason.lower() else reason})") from None
     except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -172,9 +191,9 @@ def convert_channels(audio, channels: int):
         return to_mono(audio)
     if current == 1:
         return audio.repeat(channels, 0) if not _is_tensor(audio) else audio.repeat(channels, 1)
-    if channels == 2:
-        return convert_channels(to_mono(audio), 2)
-    raise AudioError(f"cannot convert {current} channels to {channels}")
+    if channels < 1:
+        raise AudioError(f"cannot convert {current} channels to {channels}")
+    return convert_channels(to_mono(audio), channels)  # many → other many: through mono
 
 
 def to_stereo(audio):
@@ -209,10 +228,63 @@ def rms_dbfs(audio) -> float:
     return float("-inf") if power == 0 else 10.0 * np.log10(power)
 
 
+def _decoded_frames(path: Path) -> int:
+    """Frames that decode, reading the whole file once in blocks."""
+    frames = 0
+    try:
+        with sf.SoundFile(str(path)) as reader:
+            while True:
+                block = reader.read(1 << 16, dtype="float32", always_2d=True)
+                if not block.shape[0]:
+                    return frames
+                frames += block.shape[0]
+    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        raise AudioError(f"{path}: truncated or corrupt ({_short(error)})") from None
+
+
+def _check_decoded(path: Path, info, decoded: int) -> None:
+    """Decoded frames against the declared ones. MP3 declares an estimate when it has no
+    Xing/LAME header; a shortfall beyond a few frames and 1 % is a truncated file."""
+    declared = int(info.frames)
+    slack = 4 * 1152 + declared // 100 if info.format == "MP3" else 0
+    if decoded + slack < declared:
+        raise AudioError(f"{path}: truncated (declares {declared} frames, {decoded} decode)")
+
+
+def _check_ogg_complete(path: Path) -> None:
+    """An Ogg stream ends with a page flagged end-of-stream; a cut file's last page is not."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - (1 << 16)))
+        tail = handle.read()
+    last = tail.rfind(b"OggS")
+    if last >= 0 and last + 6 <= len(tail) and not tail[last + 5] & 0x04:
+        raise AudioError(f"{path}: truncated (its last Ogg page does not end the stream)")
+
+
+def _check_aiff_complete(path: Path, info) -> None:
+    """libsndfile reads what is there of a truncated AIFF; compare with COMM's frame count."""
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"FORM" or header[8:12] not in (b"AIFF", b"AIFC"):
+            return
+        size = path.stat().st_size
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk_id, chunk_size = struct.unpack(">4sI", handle.read(8))
+            if chunk_id == b"COMM":
+                body = handle.read(6)
+                if len(body) == 6:
+                    declared = struct.unpack(">hI", body)[1]
+                    if declared > info.frames:
+                        raise AudioError(f"{path}: truncated (header declares {declared} frames, file holds {info.frames})")
+                return
+            position += 8 + chunk_size + (chunk_size & 1)
+
+
 def _check_wav_complete(path: Path) -> None:
     """libsndfile silently reads what is there of a truncated WAV; compare with the header."""
-    if path.suffix.lower() != ".wav":
-        return
     size = path.stat().st_size
     with open(path, "rb") as handle:
         header = handle.read(12)

@@ -25,8 +25,16 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error style: a usage mistake prints one line (no usage
+    block) and exits with status 2; `--help` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="msgpp", description="Make separated music sound better (MSG post-processing)."
     )
     parser.add_argument("--version", action="version", version=f"msgpp {__version__}")

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgpp.errors import MsgppError
+from msgpp.errors import MsgppError, number_type
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 OUTPUT_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
@@ -38,11 +38,14 @@ def register(subparsers) -> None:
                         help="a PCM output peak above full scale: stop with an error (default), hard-clip, "
                              "or scale the file to a 0.999 peak")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--segment", type=float, default=None, help="seconds per segment (default 5)")
-    parser.add_argument("--overlap", type=float, default=None, help="seconds shared by neighbouring segments (default 0.5)")
-    parser.add_argument("--batch-size", type=int, default=None, help="mono segments per forward pass (default 2)")
+    parser.add_argument("--segment", type=number_type("--segment", above=0), default=None,
+                        help="seconds per segment (default 5)")
+    parser.add_argument("--overlap", type=number_type("--overlap", minimum=0), default=None,
+                        help="seconds shared by neighbouring segments (default 0.5)")
+    parser.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=None,
+                        help="mono segments per forward pass (default 2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=None,
                         help="CPU threads for torch and ONNX Runtime (default: torch's)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default: ONNX Runtime on the CPU when installed, else PyTorch), torch, or onnxruntime")
@@ -58,8 +61,8 @@ def register(subparsers) -> None:
     )
     _add_model_arguments(export)
     export.add_argument("--out", type=Path, required=True, help="the file to write: X.onnx for ONNX, X.ts for TorchScript")
-    export.add_argument("--segment", type=float, default=5.0, help="seconds per segment the graph takes (default 5)")
-    export.add_argument("--batch-size", type=int, default=4,
+    export.add_argument("--segment", type=number_type("--segment", above=0), default=5.0, help="seconds per segment the graph takes (default 5)")
+    export.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=4,
                         help="segments per call a TorchScript graph takes (default 4; ONNX graphs take any)")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=run_export)
@@ -102,10 +105,13 @@ def run(args) -> int:
 def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list[tuple[Path, Path]]:
     """(input file, output file) for every audio file named or found in a named folder."""
     found: list[tuple[Path, Path]] = []  # (file, path relative to the output folder)
+    out_resolved = out.resolve()
     for given in inputs:
         if given.is_dir():
+            # Files under the output folder are this command's own outputs, never inputs.
             files = sorted(path for path in given.rglob("*")
-                           if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and not path.name.startswith("."))
+                           if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+                           and not (out_resolved != given.resolve() and path.resolve().is_relative_to(out_resolved)))
             if not files:
                 raise MsgppError(f"{given}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             found += [(path, path.relative_to(given)) for path in files]

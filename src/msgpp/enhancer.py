@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,7 +23,8 @@ import torch
 from torch import nn
 
 from msgpp.audio import SUBTYPES, check_audio_file
-from msgpp.errors import AudioError, MsgppError
+from msgpp.atomic import describe_os_error, temporary_path, usual_mode
+from msgpp.errors import AudioError, InvalidValue, MsgppError, check_number
 from msgpp.overlap_add import OverlapAdd
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,13 @@ class Enhancer:
         source: str | None = None,
         backend: str = DEFAULT_BACKEND,
     ):
-        if int(sample_rate) <= 0:
-            raise MsgppError(f"sample_rate must be positive, got {sample_rate}")
-        if segment is not None and segment <= 0:
-            raise MsgppError(f"segment must be positive seconds or None, got {segment}")
-        if overlap < 0 or (segment is not None and overlap > segment / 2):
-            raise MsgppError(f"overlap must be between 0 and half the segment ({segment} s), got {overlap}")
-        if int(batch_size) < 1:
-            raise MsgppError(f"batch_size must be at least 1, got {batch_size}")
+        sample_rate = check_number("sample_rate", sample_rate, minimum=1, integer=True)
+        if segment is not None:
+            segment = check_number("segment", segment, above=0)
+        overlap = check_number("overlap", overlap, minimum=0, maximum=segment / 2 if segment is not None else None)
+        batch_size = check_number("batch_size", batch_size, minimum=1, integer=True)
+        if not isinstance(generator, nn.Module):
+            raise InvalidValue(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
         if backend not in BACKENDS:
             raise MsgppError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         try:
@@ -125,7 +124,7 @@ class Enhancer:
         The file is read with weights_only=True and checked against `sha256`, or else against
         the 8-hex prefix in its name (`msg-bass-1a2b3c4d.pt`). `options` are the constructor's.
         """
-        from msgpp.hub import load_inference_file, resolve_pretrained, sha256_file
+        from msgpp.hub import _error_text, load_inference_file, resolve_pretrained, sha256_file
         from msgpp.models.generator import build_generator
 
         path = resolve_pretrained(name_or_path)
@@ -135,8 +134,8 @@ class Enhancer:
             try:
                 generator = build_generator(package["generator_config"])
                 generator.load_state_dict(package["state_dict"])
-            except (KeyError, TypeError, RuntimeError) as error:
-                raise MsgppError(f"{path}: weights do not fit the generator ({str(error).splitlines()[0][:200]})") from None
+            except Exception as error:  # noqa: BLE001 - a bad config or state dict raises many types
+                raise MsgppError(f"{path}: weights do not fit the generator ({_error_text(error)})") from None
             return generator
 
         enhancer = cls(build(package), package["sample_rate"], source=package.get("source"), **options)
@@ -167,6 +166,9 @@ class Enhancer:
         NumPy arrays come back as float32 arrays; torch tensors as tensors of their own dtype
         and device. Values are floats in [-1, 1] by convention (larger values are fine).
         """
+        sample_rate = check_number("sample_rate", sample_rate, minimum=1, integer=True)
+        if not isinstance(audio, (torch.Tensor, np.ndarray, list, tuple)):
+            raise InvalidValue(f"audio must be a NumPy array or torch tensor, got {type(audio).__name__}")
         is_tensor = isinstance(audio, torch.Tensor)
         if is_tensor and not audio.is_floating_point():
             raise MsgppError(f"audio must hold floats (got {audio.dtype}); scale integer PCM to [-1, 1] first")
@@ -490,26 +492,27 @@ def _write_atomically(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
                     writer.write((block * gain).T)
         if clipped:
             log.warning("%s: clipped %d samples above full scale (--clip clip)", target, clipped)
-        os.chmod(final, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs get the usual mode
+        usual_mode(final)  # mkstemp makes owner-only files; outputs get the usual mode
         os.replace(final, target)
-    except (OSError, sf.LibsndfileError) as error:
-        raise MsgppError(f"{target}: cannot write ({_first_line(error)})") from None
+    except OSError as error:
+        raise MsgppError(f"{target}: cannot write ({describe_os_error(error)})") from None
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise MsgppError(f"{target}: cannot write ({_write_error(error)})") from None
     finally:  # an error or Ctrl-C leaves no temporary behind
         for temporary in temporaries:
             Path(temporary).unlink(missing_ok=True)
 
 
 def _temporary(target: Path, suffix: str, created: list[str]) -> str:
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(descriptor)
+    """A temporary beside `target`, named for this process; what a killed run left is removed."""
+    name = temporary_path(target, suffix=f".tmp{suffix}")
     created.append(name)
     return name
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _write_error(error: Exception) -> str:
+    text = _first_line(error)
+    return f"disk full: {text}" if "no space left" in text.lower() else text
 
 
 def _progress_bar(progress, total_seconds: float, name: str):

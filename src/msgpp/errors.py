@@ -7,3 +7,56 @@ class MsgppError(Exception):
 
 class AudioError(MsgppError):
     """An audio file could not be read or written."""
+
+
+class InvalidValue(MsgppError, ValueError):
+    """A number or option out of range, or of the wrong type (also a ValueError for callers)."""
+
+
+def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                 above: float | None = None, below: float | None = None, integer: bool = False):
+    """`value` as a finite int (with `integer`) or float within the bounds, else InvalidValue
+    naming `name`. `minimum`/`maximum` are inclusive, `above`/`below` exclusive. Strings, None
+    and bools are refused: a number is expected."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and not isinstance(value, numbers.Integral)):
+        kind = "an integer" if integer else "a number"
+        raise InvalidValue(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+    value = int(value) if integer else float(value)
+    if not math.isfinite(value):
+        raise InvalidValue(f"{name} must be a finite number, got {value}")
+    bounds = []
+    if minimum is not None and value < minimum:
+        bounds.append(f"at least {minimum:g}")
+    if maximum is not None and value > maximum:
+        bounds.append(f"at most {maximum:g}")
+    if above is not None and value <= above:
+        bounds.append("positive" if above == 0 else f"above {above:g}")
+    if below is not None and value >= below:
+        bounds.append(f"below {below:g}")
+    if bounds:
+        raise InvalidValue(f"{name} must be {' and '.join(bounds)}, got {value:g}")
+    return value
+
+
+def number_type(name: str, **bounds):
+    """An argparse `type=` that parses a number and checks it with `check_number`; a bad value
+    stops the command with one line naming the option."""
+    integer = bounds.get("integer", False)
+
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if integer else 'a number'}, got {text!r}") from None
+        try:
+            return check_number(name, value, **bounds)
+        except InvalidValue as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{name} ")) from None
+
+    parse.__name__ = "integer" if integer else "number"
+    return parse

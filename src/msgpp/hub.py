@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 from pathlib import Path
 
 import torch
 
+from msgpp.atomic import atomic_path
 from msgpp.errors import MsgppError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "msgpp-enhancer/1"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -76,13 +80,22 @@ def save_inference_file(
     torch.save(package, buffer)
     data = buffer.getvalue()
     sha = hashlib.sha256(data).hexdigest()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stem}-{sha[:8]}.pt"
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
+    check_file_stem(stem)
+    target = Path(folder) / f"{stem}-{sha[:8]}.pt"
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise MsgppError(f"{folder}: exists and is not a folder")
+    with atomic_path(target) as temporary:  # a full disk or read-only folder: one line, nothing left
+        with open(temporary, "wb") as handle:
+            handle.write(data)
     return target
+
+
+def check_file_stem(stem) -> str:
+    """A weights file's stem must be a plain file name: no folder parts, not hidden."""
+    if not isinstance(stem, str) or not stem.strip() or stem.startswith(".") or "/" in stem or "\\" in stem \
+            or "\0" in stem or len(stem) > 200:
+        raise MsgppError(f"--name {stem!r}: expected a plain file name (no '/', not starting with '.')")
+    return stem
 
 
 def load_inference_file(path: str | os.PathLike, sha256: str | None = None) -> dict:
@@ -94,19 +107,60 @@ def load_inference_file(path: str | os.PathLike, sha256: str | None = None) -> d
     if not path.is_file():
         raise MsgppError(f"{path}: no such weights file")
     expected = sha256
+    if expected is not None and (not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{8,64}", expected)):
+        raise MsgppError(f"sha256 {expected!r}: expected 8 to 64 hex digits of the file's SHA-256 (or None)")
     if expected is None and (match := _HASHED_NAME.match(path.name)):
         expected = match.group("sha")
     if expected is not None:
         actual = sha256_file(path)
         if not actual.startswith(expected.lower()):
             raise MsgppError(f"{path}: checksum mismatch (expected {expected}, file has {actual[:len(expected)]}); the file is corrupt or was replaced")
+    elif str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        log.warning("%s: not verified (no checksum in its name, as in msg-bass-1a2b3c4d.pt, and none given); "
+                    "only its values are checked", path)
+    if path.stat().st_size == 0:
+        raise MsgppError(f"{path}: empty weights file")
     try:
         package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad pickle
-        raise MsgppError(f"{path}: not a readable weights file ({str(error).splitlines()[0][:200]})") from None
+        raise MsgppError(f"{path}: not a readable weights file ({_error_text(error)})") from None
     if not isinstance(package, dict) or package.get("format") != FORMAT:
         raise MsgppError(f"{path}: not an msgpp enhancer file (format {package.get('format') if isinstance(package, dict) else type(package).__name__!r})")
+    check_package(package, path)
     return package
+
+
+IMPLAUSIBLE_WEIGHT = 1e6  # trained generator weights stay below ~10; a flipped exponent bit gives 1e30s
+_WARNED: set[str] = set()
+REQUIRED_KEYS = {"source": str, "sample_rate": int, "generator_config": dict, "state_dict": dict}
+
+
+def check_package(package: dict, path) -> None:
+    """An inference file's fields: present, of the right type, the weights tensors with finite values."""
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(package.get(key), kind) or isinstance(package.get(key), bool):
+            raise MsgppError(f"{path}: damaged weights file ({key!r} missing or not a {kind.__name__})")
+    if package["sample_rate"] <= 0:
+        raise MsgppError(f"{path}: damaged weights file (sample_rate {package['sample_rate']})")
+    if not package["state_dict"]:
+        raise MsgppError(f"{path}: damaged weights file (no weights in its state_dict)")
+    for name, tensor in package["state_dict"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise MsgppError(f"{path}: damaged weights file ({name!r} is not a tensor)")
+        if tensor.is_floating_point() and tensor.numel():
+            if not bool(torch.isfinite(tensor).all()):
+                raise MsgppError(f"{path}: damaged weights file ({name!r} holds NaN or Inf values)")
+            peak = float(tensor.abs().max())
+            if peak > IMPLAUSIBLE_WEIGHT:
+                raise MsgppError(f"{path}: damaged weights file ({name!r} holds {peak:.3g}, far beyond any trained "
+                                 "weight: a flipped bit?)")
+
+
+def _error_text(error: Exception, limit: int = 600) -> str:
+    """One line from an exception, whatever it holds (torch puts the useful part after a newline)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def pretrained_names() -> dict[str, Path]:

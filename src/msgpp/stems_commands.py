@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgpp.errors import MsgppError
+from msgpp.errors import MsgppError, number_type
 
 OUTPUT_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")  # msgpp.stems.OUTPUT_FORMATS, without importing numpy here
 DEFAULT_FILENAME = "{track}/{stem}.{ext}"
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="skip a song whose outputs all exist (resume an interrupted batch)")
     song.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     song.add_argument("--backend", choices=BACKENDS, help="the enhancers' backend (default: auto; see msgpp enhance)")
-    song.add_argument("--block", type=float, metavar="SECONDS",
+    song.add_argument("--block", type=number_type("--block", above=0), metavar="SECONDS",
                       help="seconds per separation block; memory grows with it (default: 30)")
     song.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 import wave
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msgpp.atomic import atomic_path
 from msgpp.constants import MUSDB_SAMPLE_RATE, STEMS
 from msgpp.data.plan import SUBSETS, make_song_plan, track_name
 from msgpp.errors import MsgppError
@@ -75,6 +75,19 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
         "seconds": settings.seconds, "train": settings.train, "test": settings.test,
         "soundfont": {"name": soundfont.name, "sha256": file_sha256(soundfont)},
     }
+    _workers(workers, 1)  # a bad count stops the run before the folder is touched
+    if root.exists() and not root.is_dir():
+        raise MsgppError(f"{root}: exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MsgppError(f"{root}: cannot create the folder ({error.strerror})") from None
+    with _exclusive(root):
+        return _generate(root, identity, settings, seed, soundfont, workers, progress)
+
+
+def _generate(root: Path, identity: dict, settings: Preset, seed: int, soundfont: Path, workers: int | None,
+              progress: bool) -> dict:
     done = _prepare_root(root, identity)
     todo = [(s, i) for s, i in song_list(settings) if not _song_intact(root, s, i, done)]
     workers = _workers(workers, len(todo))
@@ -174,7 +187,39 @@ def _prepare_root(root: Path, identity: dict) -> dict:
     leftovers = [p.name for p in root.iterdir() if not p.name.startswith(".")]
     if leftovers:
         raise MsgppError(f"{root} is not empty and holds no benchmark manifest; choose an empty or new folder")
+    # Claim the folder for this benchmark before the first song: a run killed in it resumes, and
+    # a run with another seed, preset or soundfont is refused instead of mixing its songs in.
+    _write_json(root / PROGRESS, {"identity": identity, "songs": {}})
     return {}
+
+
+LOCK = ".lock"
+
+
+class _exclusive:
+    """One writer per root: a second `msgpp data` into the same folder stops at once."""
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            self.handle = None
+            return self
+        self.handle = open(self.path, "a")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise MsgppError(f"{self.path.parent}: another `msgpp data` is writing into this folder; "
+                             "wait for it to finish, or choose another --root") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()  # closing releases the lock
 
 
 def _song_intact(root: Path, subset: str, index: int, done: dict) -> bool:
@@ -240,30 +285,17 @@ def write_wav_int16(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     shape and rate only, so the bytes are reproducible across machines and library versions."""
     if audio.dtype != np.int16:
         raise TypeError("write_wav_int16 takes int16 samples")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle, wave.open(handle, "wb") as writer:
-            writer.setnchannels(audio.shape[0])
-            writer.setsampwidth(2)
-            writer.setframerate(sample_rate)
-            writer.writeframes(np.ascontiguousarray(audio.T).astype("<i2").tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle, wave.open(handle, "wb") as writer:
+        writer.setnchannels(audio.shape[0])
+        writer.setsampwidth(2)
+        writer.setframerate(sample_rate)
+        writer.writeframes(np.ascontiguousarray(audio.T).astype("<i2").tobytes())
 
 
 def _write_json(path: Path, data: dict) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
 
 
 def _versions() -> dict:

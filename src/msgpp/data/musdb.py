@@ -32,12 +32,33 @@ class Track:
     path: Path | None = None  # the track's folder (wav) or .stem.mp4 file
 
     def load_mixture(self) -> np.ndarray:
+        self.check_layout()
         return self._read(self._musdb_track.audio, "mixture")
 
     def load_source(self, source: str) -> np.ndarray:
         if source not in SOURCES:
             raise MsgppError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+        self.check_layout()
         return self._read(self._musdb_track.sources[source].audio, source)
+
+    def check_layout(self) -> None:
+        """A wav-layout track's stems must match its mixture: same rate, channels and length
+        (musdb would read them at the mixture's rate and the scores would be nonsense)."""
+        if self.path is None or not self.path.is_dir() or getattr(self, "_layout_checked", False):
+            return
+        from msgpp.audio import check_audio_file
+
+        mixture = check_audio_file(self.path / "mixture.wav", decode=False)
+        for source in SOURCES:
+            path = self.path / f"{source}.wav"
+            if not path.is_file():
+                raise MsgppError(f"{path}: missing (a MUSDB track folder holds mixture.wav and {', '.join(SOURCES)}.wav)")
+            info = check_audio_file(path, decode=False)
+            for what in ("samplerate", "channels", "frames"):
+                if getattr(info, what) != getattr(mixture, what):
+                    raise MsgppError(f"{path}: {getattr(info, what)} {what}, but mixture.wav has "
+                                     f"{getattr(mixture, what)}; the stems of a track must match its mixture")
+        self._layout_checked = True
 
     def _read(self, audio, what: str) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)

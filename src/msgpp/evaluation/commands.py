@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from msgpp.errors import number_type
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
                         help="enhance the 16 kHz mono downmix (the paper's protocol; several times faster than "
                         "full-rate stereo; the report's excerpts are then 16 kHz mono)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap and excerpt-choice seed")
-    parser.add_argument("--excerpts", type=int, default=4, help="audio excerpts with spectrograms in the report")
+    parser.add_argument("--excerpts", type=number_type("--excerpts", minimum=0, integer=True), default=4, help="audio excerpts with spectrograms in the report")
     parser.add_argument("--no-report", action="store_true", help="only compute results.csv")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_evaluate)
@@ -42,16 +44,16 @@ def register(subparsers) -> None:
     make.add_argument("--out", required=True, help="folder for the test pages")
     make.add_argument("--separators", default=None, help="comma-separated (default: those evaluated)")
     make.add_argument("--sources", default=None, help="comma-separated (default: those with an enhancer)")
-    make.add_argument("--seconds", type=float, default=7.0, help="excerpt length (paper: 7)")
-    make.add_argument("--pairs", type=int, default=25, help="pairs per listener (paper: 25)")
-    make.add_argument("--listeners", type=int, default=30, help="listener sessions to prepare per test")
+    make.add_argument("--seconds", type=number_type("--seconds", above=0), default=7.0, help="excerpt length (paper: 7)")
+    make.add_argument("--pairs", type=number_type("--pairs", minimum=1, integer=True), default=25, help="pairs per listener (paper: 25)")
+    make.add_argument("--listeners", type=number_type("--listeners", minimum=1, integer=True), default=30, help="listener sessions to prepare per test")
     make.add_argument("--seed", type=int, default=0, help="seed for excerpts, order and sides")
     make.set_defaults(func=run_listening_make)
     analyse = actions.add_parser("analyse", help="binomial test per separator × source from exported answers")
     analyse.add_argument("kit", help="the test folder made by `listening-test make` (holds answer_key.json)")
     analyse.add_argument("answers", nargs="+", help="answer files (.json exported by the page, or .csv) or folders of them")
     analyse.add_argument("--out", default=None, help="where to write preferences.csv/.md/.png (default: <kit>/results)")
-    analyse.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    analyse.add_argument("--alpha", type=number_type("--alpha", above=0, below=1), default=0.05, help="significance level (default 0.05)")
     analyse.set_defaults(func=run_listening_analyse)
     listening.set_defaults(func=lambda args: (listening.print_help(), 2)[1])
 

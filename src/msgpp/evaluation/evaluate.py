@@ -84,6 +84,10 @@ def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]
     for source, name_or_path in mapping.items():
         path = hub.resolve_pretrained(name_or_path)
         package = hub.load_inference_file(path)
+        trained_for = package.get("source")
+        if trained_for in SOURCES and trained_for != source:
+            raise MsgppError(f"--enhancers {source}={name_or_path}: that enhancer was trained for {trained_for}, "
+                             f"not {source} (write {trained_for}={name_or_path})")
         training = package.get("training") or {}
         separators = training.get("separators") or []
 
@@ -195,7 +199,14 @@ def evaluate(
     from msgpp.separators.cache import find_estimates, weights_ids
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise MsgppError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MsgppError(f"--out {out}: cannot create the folder ({error.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise MsgppError(f"--out {out}: folder is not writable")
     enhancers = enhancers or {}
     if enhance_mono16k:
         enhancers = {s: replace(e, id=e.id + MONO16K_SUFFIX) for s, e in enhancers.items()}
@@ -269,6 +280,7 @@ def evaluate(
         def estimate(source):
             if source not in estimates_native:
                 estimates_native[source] = load_audio(estimate_paths[source])
+                _check_matches(estimate_paths[source], estimates_native[source], target(source), track)
             return estimates_native[source]
 
         def enhanced(source):
@@ -308,6 +320,16 @@ def evaluate(
     }
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
     return EvaluationRun(table, out, available, tracks, enhancers, computed, reused)
+
+
+def _check_matches(path, estimate: tuple[np.ndarray, int], truth: tuple[np.ndarray, int], track: str) -> None:
+    """An estimate must cover its ground truth: the same duration (a few ms of separator padding
+    aside). Otherwise the scores would be nonsense (an estimate of another song, a cut file)."""
+    (audio, rate), (reference, reference_rate) = estimate, truth
+    seconds, reference_seconds = audio.shape[-1] / rate, reference.shape[-1] / reference_rate
+    if abs(seconds - reference_seconds) > 0.05 + 0.001 * reference_seconds:
+        raise MsgppError(f"{path}: {seconds:.3f} s long, but the ground truth of {track} is {reference_seconds:.3f} s; "
+                         "the cached estimate does not belong to this track (rerun `msgpp separate --force`)")
 
 
 def _score(estimate: np.ndarray, target: np.ndarray) -> dict:

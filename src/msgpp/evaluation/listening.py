@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msgpp.errors import MsgppError
+from msgpp.errors import MsgppError, check_number
 from msgpp.evaluation.results import atomic_write_text
 
 KEY_FORMAT = "msgpp-listening-key/1"
@@ -65,14 +65,20 @@ def make_kit(
     from msgpp.evaluation.evaluate import EnhancerSpec, enhanced_path, ground_truth_tracks, match_format
     from msgpp.separators.cache import find_estimates
 
-    if seconds <= 0 or pairs < 1 or listeners < 1:
-        raise MsgppError("--seconds, --pairs and --listeners must be positive")
+    seconds = check_number("--seconds", seconds, above=0)
+    pairs = check_number("--pairs", pairs, minimum=1, integer=True)
+    listeners = check_number("--listeners", listeners, minimum=1, integer=True)
     evaluation_dir, out = Path(evaluation_dir), Path(out)
     run_file = evaluation_dir / "run.json"
     if not run_file.is_file():
         raise MsgppError(f"--enhanced {evaluation_dir}: no run.json (run `msgpp evaluate` first)")
-    run_info = json.loads(run_file.read_text())
+    run_info = _read_json(run_file, "an `msgpp evaluate` run.json", {"separators": dict, "enhancers": dict})
     enhancers = run_info.get("enhancers", {})
+    for section in ("separators", "enhancers"):
+        for name, entry in run_info[section].items():
+            needed = ("weights_id",) if section == "separators" else ("id", "name")
+            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), str) for k in needed):
+                raise MsgppError(f"{run_file}: damaged ({section}.{name} lacks {', '.join(needed)}); rerun `msgpp evaluate`")
     chosen_separators = separators or sorted(run_info["separators"])
     chosen_sources = sources or sorted(enhancers)
     for separator in chosen_separators:
@@ -196,26 +202,62 @@ def _excerpt(audio: np.ndarray, sample_rate: int, start_s: float, seconds: float
 def read_answers(paths: list[str | os.PathLike]) -> list[dict]:
     """Every answer file (JSON exported by the page, or CSV) under the given files/folders, as
     sessions {"file", "kit_id", "listener", "session", "answers": [{"item", "choice"}]}."""
-    files = []
+    files, seen = [], set()
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".csv"))
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".csv") and p.is_file())
         elif path.is_file():
-            files.append(path)
+            found = [path]
         else:
             raise MsgppError(f"{path}: no such answer file or folder")
+        for file in found:  # a file named twice, or named and inside a named folder, counts once
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
     sessions = []
     for file in files:
         if file.suffix.lower() == ".csv":
             sessions += _read_csv(file)
         else:
-            sessions.append(_read_json(file))
+            sessions.append(_read_answer_json(file))
     if not sessions:
         raise MsgppError("no answer files found (.json or .csv)")
+    _check_unique(sessions)
     return sessions
 
 
-def _read_json(file: Path) -> dict:
+def _check_unique(sessions: list[dict]) -> None:
+    """Each listener's session counts once and answers each item once: a copied answer file or
+    a repeated row would otherwise be counted twice."""
+    owners: dict[tuple, str] = {}
+    for session in sessions:
+        who = (session["listener"], session["session"])
+        same = (*who, tuple((answer["item"], answer["choice"]) for answer in session["answers"]))
+        if same in owners:
+            raise MsgppError(f"{session['file']}: the same answers of listener {who[0]!r} (session {who[1]!r}) also "
+                             f"come from {owners[same]}; give each listener's answers once")
+        owners[same] = session["file"]
+        items = [answer["item"] for answer in session["answers"]]
+        repeated = sorted({item for item in items if items.count(item) > 1})
+        if repeated:
+            raise MsgppError(f"{session['file']}: listener {who[0]!r} answers item {repeated[0]!r} more than once")
+
+
+def _read_json(file: Path, what: str, fields: dict) -> dict:
+    """A JSON object with these fields of these types, else one line naming the file."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise MsgppError(f"{file}: not readable as {what} ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    if not isinstance(data, dict):
+        raise MsgppError(f"{file}: not {what} (expected a JSON object)")
+    for name, kind in fields.items():
+        if not isinstance(data.get(name), kind):
+            raise MsgppError(f"{file}: not {what}, or damaged ({name!r} missing or not a {kind.__name__})")
+    return data
+
+
+def _read_answer_json(file: Path) -> dict:
     try:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -296,9 +338,16 @@ def analyse_answers(kit: str | os.PathLike, answer_paths, out: str | os.PathLike
     key_file = kit / "answer_key.json"
     if not key_file.is_file():
         raise MsgppError(f"{kit}: no answer_key.json (is this a folder made by `msgpp listening-test make`?)")
-    key = json.loads(key_file.read_text())
+    alpha = check_number("--alpha", alpha, above=0, below=1)
+    key = _read_json(key_file, "an msgpp listening-test key", {"format": str, "tests": dict, "items": dict, "screening": dict})
     if key.get("format") != KEY_FORMAT:
         raise MsgppError(f"{key_file}: not an msgpp listening-test key")
+    for item, entry in [*key["items"].items(), *key["screening"].items()]:
+        if not isinstance(entry, dict) or not {"A", "B"} <= set(entry) or (item in key["items"] and entry.get("test") not in key["tests"]):
+            raise MsgppError(f"{key_file}: damaged (item {item!r} lacks its A/B conditions or test)")
+    for test, entry in key["tests"].items():
+        if not isinstance(entry, dict) or not {"separator", "source"} <= set(entry):
+            raise MsgppError(f"{key_file}: damaged (test {test!r} lacks its separator or source)")
     table = preference_table(key, read_answers(answer_paths), alpha)
     out = Path(out) if out else kit / "results"
     lines = ["test,separator,source,listeners,excluded_listeners,answers,msg_preferred,msg_percent,p_value,significant"]

@@ -13,7 +13,6 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +109,10 @@ def frames_path(folder: Path, row: dict) -> Path:
 
 
 def save_frames(folder: Path, row: dict, cents: np.ndarray) -> None:
-    path = frames_path(folder, row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".frames.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.save(handle, np.asarray(cents, dtype=np.float32))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from msgpp.atomic import atomic_path
+
+    with atomic_path(frames_path(folder, row)) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.asarray(cents, dtype=np.float32))
 
 
 def load_frames(folder: Path, row: dict) -> np.ndarray | None:
@@ -128,16 +121,11 @@ def load_frames(folder: Path, row: dict) -> np.ndarray | None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    from msgpp.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return path
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from msgpp.constants import MUSDB_SAMPLE_RATE, SOURCES
+from msgpp.errors import MsgppError
 
 FAMILIES = ("waveform", "spectrogram", "hybrid")
 
@@ -138,15 +139,17 @@ class Separator(nn.Module):
         The estimates have the mixture's rate, channel count and length. Memory for the model is
         bounded by one batch of chunks, whatever the song's length.
         """
-        from msgpp.audio import as_channels_first, convert_channels, resample
+        from msgpp.audio import convert_channels, resample
+        from msgpp.errors import check_number
 
-        if isinstance(mixture, torch.Tensor):
-            mixture = mixture.detach().cpu().numpy()
-        mixture = as_channels_first(mixture)
-        if mixture.shape[-1] == 0:
-            raise ValueError("cannot separate an empty mixture")
+        sample_rate = check_number("sample_rate", sample_rate, minimum=1, integer=True)
+        mixture = _mixture_array(mixture)
         channels, length = mixture.shape
-        native = resample(convert_channels(mixture, self.audio_channels), int(sample_rate), self.sample_rate)
+        # Models need some context (an STFT frame, a receptive field): a very short mixture is
+        # separated padded with silence to MIN_SECONDS, and the estimates are cut back.
+        minimum = max(1, int(np.ceil(MIN_SECONDS * sample_rate)))
+        padded = np.pad(mixture, ((0, 0), (0, minimum - length))) if length < minimum else mixture
+        native = resample(convert_channels(padded, self.audio_channels), sample_rate, self.sample_rate)
         native = np.ascontiguousarray(native, dtype=np.float32)
         was_training = self.training
         self.eval()
@@ -159,6 +162,8 @@ class Separator(nn.Module):
             estimate = resample(estimates[index], self.sample_rate, int(sample_rate))
             estimate = convert_channels(np.asarray(estimate, dtype=np.float32), channels)
             result[source] = _fit_length(estimate, length)
+            if not np.isfinite(result[source]).all():
+                raise MsgppError(f"{self.name}: the model produced NaN or Inf samples for {source}")
         return result
 
     def _overlap_add(self, audio: np.ndarray) -> np.ndarray:
@@ -205,6 +210,37 @@ class Separator(nn.Module):
     def save_weights(self, folder: str | Path, training: dict | None = None) -> WeightsInfo:
         """Write the weights in the upstream project's format into `folder`."""
         raise NotImplementedError(f"{self.name} cannot save weights")
+
+
+MIN_SECONDS = 0.5  # the shortest audio handed to a model; shorter mixtures are zero-padded to it
+
+
+def _mixture_array(mixture) -> np.ndarray:
+    """A (channels, samples) float32 copy of a mixture: arrays and tensors of floats, or of
+    integer PCM (scaled to [-1, 1) by the type's full scale); MsgppError for anything else."""
+    from msgpp.errors import InvalidValue
+
+    if isinstance(mixture, torch.Tensor):
+        mixture = mixture.detach().cpu().numpy()
+    if not isinstance(mixture, (np.ndarray, list, tuple)):
+        raise InvalidValue(f"mixture must be a NumPy array or torch tensor of samples, got {type(mixture).__name__}")
+    array = np.asarray(mixture)
+    if np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+        array = array.astype(np.float64) / float(np.iinfo(array.dtype).max + 1)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise InvalidValue(f"mixture must hold float or integer PCM samples, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2:
+        raise InvalidValue(f"mixture must be (samples,) or (channels, samples), got shape {array.shape}")
+    if array.shape[-1] == 0:
+        raise InvalidValue("cannot separate an empty mixture")
+    if array.shape[0] > 64:
+        raise InvalidValue(f"mixture has {array.shape[0]} channels; pass (channels, samples) "
+                           "(soundfile returns (samples, channels): transpose it)")
+    if not np.isfinite(array).all():
+        raise InvalidValue("mixture contains NaN or Inf samples")
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +44,10 @@ def is_complete(folder: Path) -> bool:
 
 def write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically; call it after every source file is in place."""
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(meta, handle, indent=2, sort_keys=True)
-        os.replace(temporary, folder / META_NAME)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from msgpp.atomic import atomic_path
+
+    with atomic_path(folder / META_NAME) as temporary, open(temporary, "w") as handle:
+        json.dump(meta, handle, indent=2, sort_keys=True)
 
 
 def write_track(
@@ -86,9 +80,11 @@ def write_track(
 
 
 def clean_partial(folder: Path) -> None:
-    """Remove the temporary files of a writer that was killed (they start with a dot)."""
-    for leftover in folder.glob(".*.tmp*"):
-        leftover.unlink(missing_ok=True)
+    """Remove the temporary files of a writer that was killed (they start with a dot); those of a
+    writer still running (another `msgpp separate` into this cache) are left alone."""
+    from msgpp.atomic import remove_stale_in
+
+    remove_stale_in(folder)
 
 
 def read_meta(folder: Path) -> dict:
@@ -142,11 +138,17 @@ def pending_tracks(cache_root, separator: str, weights_id_: str, tracks: list, f
 
 
 def _up_to_date(folder: Path, track) -> bool:
+    from msgpp.audio import check_audio_file
+    from msgpp.errors import AudioError
+
     if not is_complete(folder):
         return False
     try:
-        recorded = read_meta(folder).get(MIXTURE_KEY)
-    except (OSError, ValueError):  # unreadable meta.json: separate again
+        meta = read_meta(folder)
+        recorded = meta.get(MIXTURE_KEY)
+        for source in meta.get("sources") or []:  # a truncated or missing estimate: separate again
+            check_audio_file(folder / f"{source}.wav", decode=False)
+    except (OSError, ValueError, TypeError, AttributeError, AudioError):  # unreadable meta.json: separate again
         return False
     return recorded == mixture_sha256(track.mixture)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from msgpp.errors import MsgppError
+from msgpp.errors import MsgppError, check_number, number_type
 
 SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLOAT": "FLOAT"}
 
@@ -41,8 +41,8 @@ def register(subparsers) -> None:
                                "aiff (default: the input's when wav, flac or aiff, else wav)")
     separate.add_argument("--accelerator", default="auto", help="dataset mode: Lightning accelerator: auto, cpu, gpu (default: %(default)s)")
     separate.add_argument("--devices", default="auto", help="dataset mode: Lightning devices: auto, or a count (several GPUs run DDP)")
-    separate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    separate.add_argument("--workers", type=int, help="dataset mode: DataLoader workers that read the mixtures (default 0)")
+    separate.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), help="torch CPU threads (default: torch's own choice)")
+    separate.add_argument("--workers", type=number_type("--workers", minimum=0, integer=True), help="dataset mode: DataLoader workers that read the mixtures (default 0)")
     from msgpp.stems_commands import add_arguments
 
     add_arguments(separate)
@@ -59,16 +59,16 @@ def register(subparsers) -> None:
     train.add_argument("name", help="separator name, e.g. demucs_v2")
     train.add_argument("--root", required=True, type=Path, help="dataset root with train/ (and test/ for scoring)")
     train.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
-    train.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: %(default)s)")
-    train.add_argument("--max-minutes", type=float, default=10.0, help="stop after this wall time; 0: no limit (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--segment", type=float, default=1.0, help="training segment in seconds (default: %(default)s)")
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--steps", type=number_type("--steps", minimum=1, integer=True), default=2000, help="optimiser steps (default: %(default)s)")
+    train.add_argument("--max-minutes", type=number_type("--max-minutes", minimum=0), default=10.0, help="stop after this wall time; 0: no limit (default: %(default)s)")
+    train.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=4)
+    train.add_argument("--segment", type=number_type("--segment", above=0), default=1.0, help="training segment in seconds (default: %(default)s)")
+    train.add_argument("--lr", type=number_type("--lr", above=0), default=1e-3)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1,
+    train.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=1,
                        help="torch CPU threads (default: %(default)s; more threads than free cores run far slower)")
     train.add_argument("--arch", default="{}", help='JSON overrides of the architecture preset, e.g. \'{"channels": 24}\'')
-    train.add_argument("--score-tracks", type=int, help="score on at most this many test songs (default: all)")
+    train.add_argument("--score-tracks", type=number_type("--score-tracks", minimum=1, integer=True), help="score on at most this many test songs (default: all)")
     train.set_defaults(func=run_train)
 
     score = commands.add_parser("score", help="SI-SDR improvement and rolloff error of a separator on a subset")
@@ -76,8 +76,8 @@ def register(subparsers) -> None:
     score.add_argument("--root", required=True, type=Path)
     score.add_argument("--subset", choices=("train", "test"), default="test")
     score.add_argument("--weights", help="weights location (default: the shipped ones)")
-    score.add_argument("--limit", type=int, help="at most this many songs")
-    score.add_argument("--threads", type=int)
+    score.add_argument("--limit", type=number_type("--limit", minimum=1, integer=True), help="at most this many songs")
+    score.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True))
     score.set_defaults(func=run_score)
 
 
@@ -136,6 +136,9 @@ def _check_dataset_mode(args) -> None:
         raise MsgppError("--root needs --separators (comma-separated names, e.g. demucs_v2,openunmix)")
     if args.format is not None and args.format not in SUBTYPE_CHOICES:
         raise MsgppError(f"--format {args.format!r}: with --root choose one of {', '.join(sorted(SUBTYPE_CHOICES))}")
+    _check_devices(args.accelerator, args.devices)
+    if args.workers is not None:
+        check_number("--workers", args.workers, minimum=0, integer=True)
     for name in SONG_ONLY:
         if getattr(args, name, None) not in (None, False, []):
             raise MsgppError(f"--{name.replace('_', '-')} belongs to the song mode (msgpp separate INPUT... --out DIR), "
@@ -163,12 +166,37 @@ def _check_writable(folder: Path) -> None:
         raise MsgppError(f"{folder}: cache folder is not writable")
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+
+
+def _check_devices(accelerator: str, devices: str) -> None:
+    """Refuse, before any work, an accelerator that is not here or more devices than exist (Lightning
+    would wait forever for the missing ranks)."""
+    import torch
+
+    if accelerator not in ACCELERATORS:
+        raise MsgppError(f"--accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+    cuda = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not cuda:
+        raise MsgppError(f"--accelerator {accelerator}: no CUDA GPU is available here; use --accelerator cpu")
+    if str(devices) == "auto":
+        return
+    if not str(devices).isdigit() or int(devices) < 1:
+        raise MsgppError(f"--devices {devices!r}: expected auto or a positive count")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda)
+    available = torch.cuda.device_count() if on_gpu else 1
+    if int(devices) > available:
+        where = f"{available} GPU(s)" if on_gpu else "the CPU (one process; use --threads for more cores)"
+        raise MsgppError(f"--devices {devices}: more devices than exist here ({where})")
+
+
 def _devices(value: str):
     return int(value) if str(value).isdigit() else value
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
+    if threads is not None:
+        check_number("--threads", threads, minimum=1, integer=True)
         import torch
 
         torch.set_num_threads(threads)
@@ -231,7 +259,7 @@ def run_train(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights
     try:
         separator = klass.build(architecture)
-    except (TypeError, ValueError, AssertionError) as error:
+    except Exception as error:  # noqa: BLE001 - any bad override: a model class raises what it likes
         raise MsgppError(f"--arch: cannot build {args.name} with these arguments ({error})") from None
     options = TrainingOptions(steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
                               segment_seconds=args.segment, lr=args.lr, seed=args.seed)

@@ -136,7 +136,13 @@ def separate_tracks(
             enable_model_summary=False, enable_progress_bar=progress, callbacks=callbacks,
             default_root_dir=str(cache_root),
         )
-        trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
+        try:
+            trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
+        except SystemExit:
+            # Lightning turns Ctrl-C into a silent exit(1); the command reports it as an interruption.
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
     summary["rank"] = trainer.global_rank  # under DDP every process returns here; rank 0 reports
     return summary
 

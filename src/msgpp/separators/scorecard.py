@@ -24,6 +24,10 @@ def score_separator(separator: Separator, root: str | Path, subset: str = "test"
     from msgpp.audio import load_audio
     from msgpp.evaluation.metrics import prepare, rolloff_error, si_sdr
 
+    from msgpp.errors import check_number
+
+    if limit is not None:
+        limit = check_number("limit", limit, minimum=1, integer=True)
     tracks = list_tracks(root, (subset,))[:limit]
     rows: dict[str, dict[str, list[float]]] = {s: {"si_sdr": [], "si_sdr_mixture": [], "rolloff": []} for s in separator.sources}
     for track in tqdm(tracks, desc=f"scoring {separator.name}", unit="track", disable=not progress):

@@ -54,6 +54,12 @@ class MSGTrainCLI(LightningCLI):
         parser.add_argument("--run_name", type=str | None, default=None,
                             help="the logger's run name (default: <source>)")
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        ckpt_path = self.config.get("ckpt_path")
+        if ckpt_path not in (None, "last"):
+            _check_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
         if trainer.get("precision") is None:
@@ -68,3 +74,20 @@ class MSGTrainCLI(LightningCLI):
             name = self.config_init.get("run_name") or self.config_init.data.source
             kwargs["logger"] = choose_logger(self.config_init.get("logger_backend", "auto"), root, name) or False
         return super().instantiate_trainer(**kwargs)
+
+
+def _check_checkpoint(location: str) -> None:
+    """Refuse, with one line and before anything is seeded or built, a --ckpt_path that is not a
+    `msgpp train` checkpoint: missing, random bytes, or a pickle that weights_only refuses."""
+    import zipfile
+    from pathlib import Path
+
+    from msgpp.errors import MsgppError
+    from msgpp.training.commands import load_checkpoint
+
+    path = Path(location)
+    if not path.is_file():
+        raise MsgppError(f"--ckpt_path {location}: no such checkpoint (or 'last' for the run's last.ckpt)")
+    if not zipfile.is_zipfile(path):
+        raise MsgppError(f"--ckpt_path {location}: not a checkpoint written by `msgpp train` (not a torch archive)")
+    load_checkpoint(path, mmap=True)  # weights_only: a refused pickle is one line too

@@ -365,7 +365,11 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
 def run_export(args) -> int:
     import sys
 
+    from msgpp.hub import check_file_stem
     from msgpp.training import selection
+
+    if args.name is not None:  # before any checkpoint is read: --name is a plain file name
+        check_file_stem(args.name)
 
     chosen, record = choose_checkpoint(args.checkpoint, last=args.last, score_missing=args.score_missing,
                                        root=args.root, cache=args.cache)
