@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "msgpp.separators.wavenet_keras",
     "msgpp.separators.spleeter_env",
     "msgpp.enhance_commands",
+    "msgpp.published_commands",
     "msgpp.evaluation.commands",
 ]
 

@@ -70,7 +70,8 @@ def register(subparsers) -> None:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--model", metavar="NAME_OR_PATH", help="a shipped enhancer name (bass, drums, vocals) or a weights file")
+    group.add_argument("--model", metavar="NAME_OR_PATH", help="a shipped enhancer name (bass, drums, vocals), a published one "
+                       "(paper-bass, paper-drums, paper-vocals: downloaded on first use) or a weights file")
     group.add_argument("--source", metavar="NAME", help="the shipped enhancer for this source (same as --model NAME)")
 
 

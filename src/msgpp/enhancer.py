@@ -119,7 +119,9 @@ class Enhancer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, sha256: str | None = None, **options) -> "Enhancer":
-        """A shipped enhancer by source name ("bass", "drums", "vocals") or an inference file.
+        """A shipped enhancer by source name ("bass", "drums", "vocals"), a published one
+        ("paper-bass", "paper-drums", "paper-vocals": the MSG authors' generators, downloaded and
+        converted on first use, see msgpp.published) or an inference file.
 
         The file is read with weights_only=True and checked against `sha256`, or else against
         the 8-hex prefix in its name (`msg-bass-1a2b3c4d.pt`). `options` are the constructor's.

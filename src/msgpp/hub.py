@@ -174,14 +174,20 @@ def pretrained_names() -> dict[str, Path]:
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
-    """A shipped name ("bass") or a path to an inference file."""
+    """A shipped name ("bass"), a published one ("paper-bass": the authors' generator, downloaded
+    and converted on first use, see msgpp.published) or a path to an inference file."""
     path = Path(name_or_path)
     if path.suffix == ".pt" or path.exists():
         if not path.is_file():
             raise MsgppError(f"{path}: no such weights file")
         return path
     names = pretrained_names()
+    from msgpp import published
+
+    if str(name_or_path) in published.PUBLISHED:  # the authors' generators: downloaded and converted once
+        return published.ensure(str(name_or_path))
     if str(name_or_path) not in names:
         shipped = ", ".join(sorted(names)) or "none"
-        raise MsgppError(f"unknown enhancer {str(name_or_path)!r}: not a file, and not a shipped name (shipped: {shipped})")
+        raise MsgppError(f"unknown enhancer {str(name_or_path)!r}: not a file, not a shipped name (shipped: {shipped}) "
+                         f"and not a published one ({', '.join(published.PUBLISHED)})")
     return names[str(name_or_path)]
