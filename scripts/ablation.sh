@@ -5,21 +5,23 @@
 #
 #   bash scripts/ablation.sh [SOURCE] [BATCHES] [VARIANT ...]     # defaults: drums 250, all variants
 #
-# Variants: baseline (configs/small/SOURCE.yaml as it is), residual (identity start),
-# frequency (STFT discriminators strided along frequency, Hann window), two (demucs_v2 and
-# openunmix only). Runs go to runs/ablation/SOURCE-VARIANT (resumed when they exist).
+# Variants: baseline (configs/small/SOURCE.yaml as it is), residual (identity-start generator),
+# plain (the paper's generator, no identity start), frequency (STFT discriminators strided along
+# frequency, Hann window), two (demucs_v2 and openunmix only). Runs go to
+# runs/ablation/SOURCE-VARIANT (resumed when they exist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:-drums}; BATCHES=${2:-250}; shift $(( $# > 2 ? 2 : $# ))
-VARIANTS=${*:-baseline residual frequency two}
+VARIANTS=${*:-baseline plain frequency two}
 MSGPP=${MSGPP:-.venv/bin/msgpp}
 for variant in $VARIANTS; do
   case $variant in
     baseline)  extra=() ;;
     residual)  extra=(--model.generator '{preset: small, residual: true}') ;;
+    plain)     extra=(--model.generator small) ;;
     frequency) extra=(--model.discriminators '{preset: small, stft_layout: frequency}') ;;
     two)       extra=(--data.separators '[demucs_v2, openunmix]') ;;
-    *) echo "unknown variant $variant (baseline, residual, frequency, two)" >&2; exit 2 ;;
+    *) echo "unknown variant $variant (baseline, residual, plain, frequency, two)" >&2; exit 2 ;;
   esac
   run=runs/ablation/$SOURCE-$variant
   mkdir -p "$run"

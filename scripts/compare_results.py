@@ -13,6 +13,7 @@ run A ("before") and MSG of run B ("after"), each change with its 95 % bootstrap
 
     python scripts/compare_results.py outputs/before/results.csv outputs/report/results.csv
     python scripts/compare_results.py outputs/report/results.csv          # one run: its own checks
+    python scripts/compare_results.py a/results.csv,b/results.csv c/results.csv,d/results.csv   # pooled runs
 """
 from __future__ import annotations
 
@@ -30,14 +31,18 @@ MEASURES = {
 }
 
 
-def load(path: str) -> list[dict]:
-    """The rows of the run that wrote `path` (its run.json beside it names the enhancers, the
-    separators' weights and the metrics version that count)."""
+def load(paths: str) -> list[dict]:
+    """The rows of the run(s) that wrote `paths` (comma-separated results.csv files, pooled: e.g.
+    the test and train subsets of one data set). Each run.json beside its results.csv names the
+    enhancers, the separators' weights and the metrics version that count."""
     import json
     from pathlib import Path
 
-    run_info = json.loads((Path(path).parent / "run.json").read_text())
-    return summary.current_rows(ResultTable(path), run_info)
+    rows = []
+    for path in paths.split(","):
+        run_info = json.loads((Path(path).parent / "run.json").read_text())
+        rows.extend(summary.current_rows(ResultTable(path), run_info))
+    return rows
 
 
 def cells(rows: list[dict], metric: str) -> dict:
