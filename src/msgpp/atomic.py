@@ -102,6 +102,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def output_folder(folder: str | os.PathLike, label: str = "") -> Path:
+    """Make `folder` (and its parents) for outputs, or say in one line why not: it is a file, it
+    cannot be created, or it is not writable. `label` names it in the message (e.g. "--out")."""
+    folder = Path(folder)
+    name = f"{label} {folder}" if label else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MsgppError(f"{name}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MsgppError(f"{name}: cannot create the folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MsgppError(f"{name}: folder is not writable")
+    return folder
+
+
 def describe_os_error(error: OSError) -> str:
     """A short reason for a failed write; a full disk (or quota) is named as such."""
     if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):

@@ -76,12 +76,9 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
         "soundfont": {"name": soundfont.name, "sha256": file_sha256(soundfont)},
     }
     _workers(workers, 1)  # a bad count stops the run before the folder is touched
-    if root.exists() and not root.is_dir():
-        raise MsgppError(f"{root}: exists and is not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MsgppError(f"{root}: cannot create the folder ({error.strerror})") from None
+    from msgpp.atomic import output_folder
+
+    output_folder(root)
     with _exclusive(root):
         return _generate(root, identity, settings, seed, soundfont, workers, progress)
 

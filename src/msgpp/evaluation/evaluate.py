@@ -198,15 +198,9 @@ def evaluate(
     from msgpp.audio import load_audio
     from msgpp.separators.cache import find_estimates, weights_ids
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MsgppError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MsgppError(f"--out {out}: cannot create the folder ({error.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise MsgppError(f"--out {out}: folder is not writable")
+    from msgpp.atomic import output_folder
+
+    out = output_folder(out, "--out")
     enhancers = enhancers or {}
     if enhance_mono16k:
         enhancers = {s: replace(e, id=e.id + MONO16K_SUFFIX) for s, e in enhancers.items()}

@@ -158,12 +158,9 @@ def _parse_weights(items: list[str], names: list[str]) -> dict[str, str]:
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MsgppError(f"{folder}: cannot create the cache folder ({error.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MsgppError(f"{folder}: cache folder is not writable")
+    from msgpp.atomic import output_folder
+
+    output_folder(folder, "--cache")
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
