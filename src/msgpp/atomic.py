@@ -48,39 +48,43 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporaries of `path` whose writing process no longer exists; returns them."""
     path = Path(path)
     prefix = f".{path.stem}."
-    removed = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        name = entry.name
+
+    def writer(name: str) -> int | None:
         if not name.startswith(prefix) or ".tmp" not in name[len(prefix):]:
-            continue
+            return None
         match = _PID.match(name[len(prefix):])
-        if match is None or _alive(int(match.group(1))):
-            continue
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass
-    return removed
+        return int(match.group(1)) if match else None
+
+    return _remove_dead_writers(path.parent, writer)
 
 
 def remove_stale_in(folder: str | os.PathLike, legacy: bool = True) -> list[Path]:
     """Remove every temporary (`.NAME.tmp...`) in `folder` whose writer is dead; with `legacy`, also
     those without a process id (written before names carried one)."""
+
+    def writer(name: str) -> int | None:
+        if not _TEMPORARY.match(name):
+            return None
+        match = _TEMPORARY_PID.search(name)
+        return int(match.group(1)) if match else (_NO_WRITER if legacy else None)
+
+    return _remove_dead_writers(folder, writer)
+
+
+_NO_WRITER = -1  # a temporary whose name carries no process id: nobody can still be writing it
+
+
+def _remove_dead_writers(folder: str | os.PathLike, writer) -> list[Path]:
+    """Unlink the files of `folder` for which `writer(name)` names a process that no longer runs
+    (or _NO_WRITER); None leaves a file alone. Returns what was removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        if not _TEMPORARY.match(entry.name):
-            continue
-        match = _TEMPORARY_PID.search(entry.name)
-        if (match is None and not legacy) or (match is not None and _alive(int(match.group(1)))):
+        pid = writer(entry.name)
+        if pid is None or (pid != _NO_WRITER and _alive(pid)):
             continue
         try:
             os.unlink(entry.path)
