@@ -313,6 +313,31 @@ def test_export_picks_the_best_validated_checkpoint_and_warns_on_harm(songs, tmp
     assert "validation" not in load_inference_file(out.strip())["training"]
 
 
+def test_export_prefers_a_checkpoint_that_does_no_harm(songs, tmp_path, monkeypatch):
+    """A higher score that hides harm to one separator loses to a lower score without harm."""
+    from msgpp.training.commands import choose_checkpoint, validation_records
+
+    run = tmp_path / "run"
+    records = _fake_run(run, songs)
+    # the best checkpoint (the truth) made worse for one separator only: still the highest score
+    best = records["epoch=0-step=200.ckpt"]
+    harmed = [dict(row) for row in best["rows"]]
+    harmed[0]["song_mrstft_enhanced"] = harmed[0]["song_mrstft_raw"] * 1.01
+    assert selection.do_no_harm(harmed) and not selection.do_no_harm(records["epoch=0-step=100.ckpt"]["rows"])
+    assert selection.selection_score(harmed) > records["epoch=0-step=100.ckpt"]["score"]
+    def with_harm(checkpoint):
+        return [dict(r, rows=harmed, score=selection.selection_score(harmed)) if r["fingerprint"] == best["fingerprint"]
+                else r for r in validation_records(checkpoint)]
+
+    monkeypatch.setattr("msgpp.training.commands.validation_records", with_harm)
+    chosen, record = choose_checkpoint(run)
+    assert chosen.name == "epoch=0-step=100.ckpt" and record["score"] == records["epoch=0-step=100.ckpt"]["score"]
+    # when every candidate does harm, the score alone decides
+    monkeypatch.setattr("msgpp.training.selection.do_no_harm", lambda rows: ["harm"])
+    chosen, _ = choose_checkpoint(run)
+    assert chosen.name == "epoch=0-step=200.ckpt"
+
+
 def test_export_without_any_score_is_a_clear_error(songs, tmp_path, capsys):
     run = tmp_path / "run"
     records = _fake_run(run, songs)

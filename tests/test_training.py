@@ -274,6 +274,28 @@ def test_resume_after_kill_continues_identically(fake_cache, tmp_path):
         assert actual == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
+def test_resume_takes_the_configured_learning_rate(fake_cache, tmp_path):
+    """The optimizer state restored by --ckpt_path carries the old rate; model.lr replaces it."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    root, cache = fake_cache
+
+    class Rates(L.Callback):
+        seen: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append([group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups])
+
+    trainer = tiny_trainer(tmp_path, 2, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(tiny_module(lr=1e-3), tiny_datamodule(root, cache))
+    rates = Rates()
+    trainer = tiny_trainer(tmp_path, 4, callbacks=[rates])
+    trainer.fit(tiny_module(lr=2.5e-4), tiny_datamodule(root, cache), ckpt_path=str(tmp_path / "last.ckpt"))
+    assert len(rates.seen) == 2 and all(lrs == [2.5e-4, 2.5e-4] for lrs in rates.seen)
+
+
 def test_validation_logs_per_separator_metrics_and_csv_media(fake_cache, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 

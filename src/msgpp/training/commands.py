@@ -317,8 +317,9 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
                       root: str | None = None, cache: str | None = None) -> tuple[Path, dict | None]:
     """(checkpoint to export, its validation record or None).
 
-    - a folder, or a file named last.ckpt: the checkpoint with the highest validation score among
-      all (the folder's, or the file and its siblings); ties go to the later one;
+    - a folder, or a file named last.ckpt: among all (the folder's, or the file and its siblings),
+      the checkpoint with the highest validation score among those that pass the do-no-harm check
+      (selection.do_no_harm), or among all when none passes; ties go to the later one;
     - `last`: the folder's last.ckpt (or the file given);
     - any other file: that file.
     Checkpoints whose weights were never validated are left out (logged), unless `score_missing`
@@ -327,6 +328,7 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
     import math
 
     from msgpp.errors import MsgppError
+    from msgpp.training import selection
 
     path = Path(path)
     paths = find_checkpoints(path)
@@ -357,8 +359,15 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
                          f"(run without validation songs, or before model selection existed); export one with "
                          f"--last or by naming its .ckpt file, or measure them with --score-missing")
     for candidate in sorted(scored, key=lambda c: c.batches):
-        log.info("  %-40s batch %6d  score %+.4f", candidate.path.name, candidate.batches, candidate.record["score"])
-    best = max(scored, key=lambda c: (c.record["score"], c.batches))
+        harm = len(selection.do_no_harm(candidate.record["rows"]))
+        log.info("  %-40s batch %6d  score %+.4f  %s", candidate.path.name, candidate.batches,
+                 candidate.record["score"], f"{harm} do-no-harm finding(s)" if harm else "does no harm")
+    # Do no harm first: a checkpoint that is worse than its input for one separator loses to a
+    # lower-scoring one that is not (a high mean can hide one separator it damages).
+    harmless = [c for c in scored if not selection.do_no_harm(c.record["rows"])]
+    if not harmless:
+        log.info("no checkpoint passes the do-no-harm check; choosing by score alone")
+    best = max(harmless or scored, key=lambda c: (c.record["score"], c.batches))
     return best.path, best.record
 
 

@@ -134,6 +134,13 @@ class MSGModule(L.LightningModule):
     def forward(self, estimate: torch.Tensor) -> torch.Tensor:
         return self.generator(estimate)
 
+    def on_train_start(self) -> None:
+        # A resumed run restores each optimizer's state, learning rate included; the configured
+        # model.lr wins, so a run can be continued at a lower rate (`--ckpt_path` + `--model.lr`).
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr
+
     def configure_optimizers(self):
         lr, betas = self.hparams.lr, tuple(self.hparams.betas)
         optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
