@@ -62,8 +62,9 @@ endif
 stems: install
 	$(MSGPP) separate $(IN) --separator $(SEPARATOR) --enhance --out $(or $(OUT),stems)
 
+# The configs compose: the shared base, the preset, then what the source changes in it.
 train: install
-	$(MSGPP) train --config configs/$(PRESET)/$(SOURCE).yaml
+	$(MSGPP) train --config configs/base.yaml --config configs/$(PRESET).yaml --config configs/$(PRESET)/$(SOURCE).yaml
 
 enhance: install
 	$(MSGPP) enhance $(IN) --out $(OUT) --source $(SOURCE)

@@ -33,8 +33,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from msgpp.enhancer import Enhancer
-from msgpp.hub import save_inference_file
+from msgpp.enhance.enhancer import Enhancer
+from msgpp.enhance.weights_file import save_inference_file
 from msgpp.models.generator import build_generator, count_parameters
 
 RATE = 16000
@@ -183,7 +183,7 @@ def explore(seconds: float, threads: int) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bf16_time, bf16 = timed(lambda: _bf16(generator, batch))
-            from msgpp.graph_export import export_torchscript, load_torchscript
+            from msgpp.enhance.graph_export import export_torchscript, load_torchscript
 
             with tempfile.TemporaryDirectory() as folder:
                 path = export_torchscript(generator, Path(folder) / "g.ts", sample_rate=RATE, segment=5.0, batch_size=4)
@@ -209,7 +209,7 @@ def _onnx_variants(generator, batch, timed) -> dict:
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from msgpp.onnx_backend import OnnxGenerator, _quiet_exporter, export_onnx
+    from msgpp.enhance.onnx_backend import OnnxGenerator, _quiet_exporter, export_onnx
 
     class Calibration(CalibrationDataReader):
         def __init__(self):

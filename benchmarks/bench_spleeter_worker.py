@@ -42,12 +42,14 @@ def main() -> None:
 
     import tempfile
 
-    from msgpp.separators import spleeter
+    from msgpp.separators.spleeter.client import SpleeterWorker
+    from msgpp.separators.spleeter.environment import assets_dir, environment_python
+    from msgpp.separators.spleeter.separator import resolve_model_folder
 
-    folder = spleeter.assets_dir() / "model"
-    config, _ = spleeter.resolve_model_folder(folder)
+    folder = assets_dir() / "model"
+    config, _ = resolve_model_folder(folder)
     start = time.perf_counter()
-    worker = spleeter.SpleeterWorker(config, folder.resolve(), threads=args.threads)
+    worker = SpleeterWorker(config, folder.resolve(), threads=args.threads)
     startup = time.perf_counter() - start
     waveform = np.random.default_rng(0).normal(0, 0.1, (int(args.seconds * 44100), 2)).astype(np.float32)
     worker_times = []
@@ -59,7 +61,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as temporary:
         result = subprocess.run(
-            [str(spleeter.environment_python()), "-c", UPSTREAM_API, config, str(folder.resolve()), temporary,
+            [str(environment_python()), "-c", UPSTREAM_API, config, str(folder.resolve()), temporary,
              str(args.seconds), str(args.calls)],
             capture_output=True, text=True,
             env={"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(args.threads), "PATH": "/usr/bin:/bin"},

@@ -31,9 +31,9 @@ RATE = 16000
 
 def build(layout: str, seed: int = 0) -> tuple[MSGModule, torch.optim.Optimizer, torch.optim.Optimizer]:
     torch.manual_seed(seed)
-    from msgpp.models.discriminators import PRESETS
+    from msgpp.models.discriminators import DISCRIMINATOR_PRESETS
 
-    discriminators = dict(PRESETS["small"], stft_layout=layout)
+    discriminators = dict(DISCRIMINATOR_PRESETS["small"], stft_layout=layout)
     module = MSGModule(source="bass", generator="small", discriminators=discriminators, balance_steps=5)
     optimizer_g = torch.optim.Adam(module.generator.parameters(), lr=5e-4, betas=(0.5, 0.9))
     optimizer_d = torch.optim.Adam(module.discriminators.parameters(), lr=5e-4, betas=(0.5, 0.9))

@@ -5,10 +5,10 @@
 #
 #   bash scripts/ablation.sh [SOURCE] [BATCHES] [VARIANT ...]     # defaults: drums 250, all variants
 #
-# Variants: baseline (configs/small/SOURCE.yaml as it is), residual (identity-start generator),
-# plain (the paper's generator, no identity start), frequency (STFT discriminators strided along
-# frequency, Hann window), two (demucs_v2 and openunmix only). Runs go to
-# runs/ablation/SOURCE-VARIANT (resumed when they exist).
+# Variants: baseline (the small preset for SOURCE as it is: configs/base.yaml, configs/small.yaml,
+# configs/small/SOURCE.yaml), residual (identity-start generator), plain (the paper's generator,
+# no identity start), frequency (STFT discriminators strided along frequency, Hann window), two
+# (demucs_v2 and openunmix only). Runs go to runs/ablation/SOURCE-VARIANT (resumed when they exist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:-drums}; BATCHES=${2:-250}; shift $(( $# > 2 ? 2 : $# ))
@@ -25,10 +25,11 @@ for variant in $VARIANTS; do
   esac
   run=runs/ablation/$SOURCE-$variant
   mkdir -p "$run"
-  sed "s#runs/small/$SOURCE#$run#g" "configs/small/$SOURCE.yaml" > "$run/config-in.yaml"
+  sed "s#runs/small/{source}#$run#g" configs/small.yaml > "$run/preset.yaml"  # the run folders moved
   resume=(); [ -f "$run/checkpoints/last.ckpt" ] && resume=(--ckpt_path last)
   echo "== $variant: $run" >&2
-  "$MSGPP" train --config "$run/config-in.yaml" --trainer.max_steps $((2 * BATCHES)) \
+  "$MSGPP" train --config configs/base.yaml --config "$run/preset.yaml" --config "configs/small/$SOURCE.yaml" \
+    --trainer.max_steps $((2 * BATCHES)) \
     --trainer.val_check_interval "$BATCHES" --logger_backend csv "${extra[@]}" "${resume[@]}"
 done
 for variant in $VARIANTS; do

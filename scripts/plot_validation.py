@@ -40,6 +40,8 @@ def plot(rows: list[dict], title: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from msgpp.files import atomic_path
+
     series: dict = defaultdict(lambda: defaultdict(dict))  # separator → column → {batch: value}
     scores = {}
     for row in rows:
@@ -68,10 +70,8 @@ def plot(rows: list[dict], title: str, out: Path) -> None:
     axes[-1].set_xlabel("batches")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp.png")
-    figure.savefig(temporary, dpi=80)
-    temporary.replace(out)  # never a half-written figure
+    with atomic_path(out, suffix=".tmp.png") as temporary:  # never a half-written figure
+        figure.savefig(temporary, dpi=80)
     plt.close(figure)
 
 

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     from msgpp.constants import SOURCES
     from msgpp.data.musdb import open_tracks
     from msgpp.errors import MsgppError
+    from msgpp.files import atomic_path
 
     try:
         tracks = open_tracks(args.root, subset=args.subset, names=[args.track] if args.track else None)
@@ -52,10 +53,8 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.stem}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    temporary.replace(out)
+    with atomic_path(out, suffix=".tmp.png") as temporary:
+        figure.savefig(temporary, dpi=110)
     print(f"wrote {out}")
     return 0
 

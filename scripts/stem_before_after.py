@@ -26,6 +26,7 @@ def main(argv=None) -> int:
 
     from msgpp.audio import load_audio
     from msgpp.errors import MsgppError
+    from msgpp.files import atomic_path
 
     sys.path.insert(0, str(Path(__file__).parent))
     from spectrogram_figure import log_spectrogram
@@ -54,10 +55,8 @@ def main(argv=None) -> int:
     axes[-1].set_xlabel("seconds")
     axes[0].set_title("one stem before and after MSG enhancement (dB re full scale)")
     figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.stem}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    temporary.replace(args.out)
+    with atomic_path(args.out, suffix=".tmp.png") as temporary:
+        figure.savefig(temporary, dpi=100)
     print(f"wrote {args.out}")
     return 0
 

@@ -23,16 +23,15 @@ def one_thread():
 
 
 def tiny_config(name: str) -> dict:
-    """The preset's architecture, shrunk to a few thousand parameters (fast on CPU)."""
+    """The separator's small architecture, shrunk to a few thousand parameters (fast on CPU)."""
+    from msgpp.separators.registry import separator_class
+
+    small = separator_class(name).small_architecture
     if name == "openunmix":
-        from msgpp.separators.openunmix import PRESETS
-
-        return dict(PRESETS[name], hidden_size=8, nfft=512, nhop=128, nb_layers=1)
-    from msgpp.separators.demucs import PRESETS
-
+        return dict(small, hidden_size=8, nfft=512, nhop=128, nb_layers=1)
     if name == "demucs_v2":
-        return dict(PRESETS[name], channels=4, depth=2, lstm_layers=1)
-    return dict(PRESETS[name], channels=4, depth=2, nfft=64)
+        return dict(small, channels=4, depth=2, lstm_layers=1)
+    return dict(small, channels=4, depth=2, nfft=64)
 
 
 def build_tiny(name: str, seed: int = 0):

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from msgpp.cli import main
-from msgpp.hub import save_inference_file
+from msgpp.enhance.weights_file import save_inference_file
 from msgpp.models.generator import build_generator
 
 TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
@@ -125,7 +125,7 @@ def test_a_peak_above_full_scale_is_an_error_or_a_stated_choice(corpus, tmp_path
         def forward(self, audio):
             return audio * 2
 
-    from msgpp.enhancer import Enhancer
+    from msgpp.enhance.enhancer import Enhancer
 
     enhancer = Enhancer(Louder(), 16000, segment=0.25, overlap=0.05)
     with pytest.raises(Exception, match="exceeds full scale"):

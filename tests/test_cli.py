@@ -36,3 +36,31 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("msgpp: error:"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_the_stages_in_order_and_stops_at_a_failing_one(monkeypatch, capsys):
+    """The demo calls the stage functions (not `msgpp.cli.main`), and a stage's user error ends it
+    with status 2 and one line naming the step."""
+    from msgpp import demo
+    from msgpp.errors import MsgppError
+
+    calls = []
+    monkeypatch.setattr(demo, "make_benchmark", lambda root, preset, seed: calls.append(("data", root, preset, seed)))
+    monkeypatch.setattr(demo, "separate_test_songs", lambda root, names, cache: calls.append(("separate", names)))
+    monkeypatch.setattr(demo, "enhance_and_evaluate",
+                        lambda root, cache, out, names: calls.append(("evaluate", str(out))))
+    assert main(["demo", "--root", "r", "--cache", "c", "--out", "o", "--preset", "tiny"]) == 0
+    assert calls == [("data", "r", "tiny", 0), ("separate", "demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet"),
+                     ("evaluate", "o/report")]
+    out = capsys.readouterr().out
+    assert "== demo step 2/3: separate the test songs (msgpp separate --root r" in out and "Report: o/report" in out
+
+    def broken(*args):
+        raise MsgppError("no soundfont")
+
+    monkeypatch.setattr(demo, "make_benchmark", broken)
+    calls.clear()
+    assert main(["demo", "--separators", "openunmix"]) == 2
+    captured = capsys.readouterr()
+    assert calls == [] and "msgpp: error: no soundfont" in captured.err
+    assert "msgpp demo: step 1 (make the embedded benchmark) failed with status 2" in captured.out

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from msgpp.cli import main
 from msgpp.constants import SOURCES, STEMS
-from msgpp.data.benchmark import MANIFEST, PRESETS, Preset, generate_benchmark, read_manifest, verify_benchmark
+from msgpp.data.benchmark import MANIFEST, BENCHMARK_PRESETS, Preset, generate_benchmark, read_manifest, verify_benchmark
 from msgpp.data.plan import make_song_plan
 from msgpp.errors import MsgppError
 
@@ -25,7 +25,7 @@ def _sha(root):
 
 
 def test_layout_format_and_manifest(tiny_root):
-    tiny = PRESETS["tiny"]
+    tiny = BENCHMARK_PRESETS["tiny"]
     assert [p.name for p in sorted((tiny_root / "train").iterdir())] == ["train-000", "train-001"]
     assert len(list((tiny_root / "test").iterdir())) == tiny.test
     for track in _tracks(tiny_root):
@@ -54,7 +54,7 @@ def test_stems_play_where_the_plan_says(tiny_root):
     """Each stem is clearly audible inside its plan's note spans and silent before its first note."""
     for track in _tracks(tiny_root):
         subset, index = track.parent.name, int(track.name.split("-")[1])
-        plan = make_song_plan(0, subset, index, PRESETS["tiny"].seconds)
+        plan = make_song_plan(0, subset, index, BENCHMARK_PRESETS["tiny"].seconds)
         for source in SOURCES:
             audio = sf.read(str(track / f"{source}.wav"), dtype="float32")[0]
             spans = plan.stems[source].active_spans()
@@ -92,7 +92,7 @@ def test_vocal_phrase_gaps_are_silent():
 def test_vocal_gaps_in_the_files_are_silent(tiny_root):
     checked = 0
     for track in _tracks(tiny_root):
-        plan = make_song_plan(0, track.parent.name, int(track.name.split("-")[1]), PRESETS["tiny"].seconds)
+        plan = make_song_plan(0, track.parent.name, int(track.name.split("-")[1]), BENCHMARK_PRESETS["tiny"].seconds)
         vocals = sf.read(str(track / "vocals.wav"), dtype="int16")[0]
         for start, end in plan.vocal_gaps():
             assert not np.any(vocals[int(start * 44100) + 1:int(end * 44100)]), (track.name, start, end)
@@ -106,7 +106,7 @@ def test_same_seed_identical_bytes_any_worker_count(tiny_root, tmp_path):
 
 
 def test_other_seed_differs(tmp_path, monkeypatch):
-    monkeypatch.setitem(PRESETS, "micro", Preset(train=1, test=1, seconds=2.0))
+    monkeypatch.setitem(BENCHMARK_PRESETS, "micro", Preset(train=1, test=1, seconds=2.0))
     first = generate_benchmark(tmp_path / "a", preset="micro", seed=0, workers=1, progress=False)["files"]
     second = generate_benchmark(tmp_path / "b", preset="micro", seed=1, workers=1, progress=False)["files"]
     assert set(first) == set(second)  # same names ...

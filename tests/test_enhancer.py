@@ -9,9 +9,9 @@ import torch
 
 import msgpp
 from msgpp.cli import main
-from msgpp.enhancer import Enhancer
+from msgpp.enhance.enhancer import Enhancer
+from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import MsgppError
-from msgpp.hub import save_inference_file
 from msgpp.models.generator import build_generator
 
 TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
@@ -121,9 +121,9 @@ def test_bad_arrays_are_refused():
 
 
 def test_enhance_file_streams_to_the_same_result_as_in_memory(weights, tmp_path, monkeypatch):
-    import msgpp.enhancer as module
+    import msgpp.enhance.jobs as jobs
 
-    monkeypatch.setattr(module, "BLOCK_FRAMES", 777)  # many blocks, none aligned with anything
+    monkeypatch.setattr(jobs, "BLOCK_FRAMES", 777)  # many blocks, none aligned with anything
     audio = noise((2, 44100 * 2), seed=3)
     sf.write(tmp_path / "in.wav", audio.T, 44100, subtype="FLOAT")
     enhancer = Enhancer.from_pretrained(weights, segment=0.4, overlap=0.1, batch_size=3)
@@ -163,7 +163,7 @@ def test_lazy_export():
 
 
 def test_torchscript_export_matches_pytorch(weights, tmp_path):
-    from msgpp.graph_export import enhancer_from_torchscript, export_torchscript, load_torchscript, max_difference
+    from msgpp.enhance.graph_export import enhancer_from_torchscript, export_torchscript, load_torchscript, max_difference
 
     enhancer = Enhancer.from_pretrained(weights, segment=0.5, overlap=0.1, batch_size=2)
     path = export_torchscript(enhancer.generator, tmp_path / "g.ts", sample_rate=16000, segment=0.5, batch_size=2)
@@ -183,14 +183,14 @@ def test_readme_python_example_runs_verbatim(weights, tmp_path, monkeypatch):
     import re
     import shutil
 
-    import msgpp.hub as hub
+    import msgpp.enhance.pretrained as pretrained
 
     text = (Path(__file__).parents[1] / "docs" / "enhancing.md").read_text()
     example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     shipped = tmp_path / "pretrained"
     shipped.mkdir()
     shutil.copy(weights, shipped / weights.name)  # msg-bass-<sha8>.pt
-    monkeypatch.setattr(hub, "PRETRAINED_DIR", shipped)
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "docs/enhancing.md", "exec"), {})
     enhanced, rate = sf.read(tmp_path / "bass_enhanced.wav", always_2d=True)

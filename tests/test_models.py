@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from msgpp.models.discriminators import (
-    PRESETS,
+    DISCRIMINATOR_PRESETS,
     Discriminators,
     PeriodDiscriminator,
     STFTDiscriminator,
@@ -21,7 +21,7 @@ def test_paper_discriminators_match_the_reference_counts():
     with torch.device("meta"):  # counts only: no memory, no init time
         discriminators = build_discriminators("paper")
     counts = [count_parameters(member) for member in discriminators.members]
-    # MSG-SPEC.md: ~93.6k per STFT discriminator, ~8.2M per period discriminator, ≈ 41.4M total.
+    # docs/training.md ("The paper's models in figures"): ~93.6k per STFT discriminator, ~8.2M per period discriminator, ≈ 41.4M total.
     assert counts[:3] == [93_634] * 3
     assert counts[3:] == [8_221_154] * 5
     assert count_parameters(discriminators) == 41_386_672
@@ -32,7 +32,7 @@ def test_small_configuration_is_small():
     small = build_discriminators("small")
     assert 100_000 < count_parameters(small) < 1_000_000
     assert count_parameters(build_generator("small")) == 1_397_665
-    assert PRESETS["small"]["periods"] == PRESETS["paper"]["periods"]
+    assert DISCRIMINATOR_PRESETS["small"]["periods"] == DISCRIMINATOR_PRESETS["paper"]["periods"]
 
 
 @pytest.mark.parametrize("samples", [16000, 12345])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from msgpp import onnx_backend
 from msgpp.cli import main
-from msgpp.enhancer import Enhancer
+from msgpp.enhance import onnx_backend
+from msgpp.enhance.enhancer import Enhancer
+from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import MsgppError
-from msgpp.hub import save_inference_file
 from msgpp.models.generator import build_generator
 
 TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)

@@ -21,12 +21,12 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from msgpp import published
 from msgpp.cli import main
-from msgpp.enhancer import Enhancer
+from msgpp.enhance import published
+from msgpp.enhance.enhancer import Enhancer
+from msgpp.enhance.weights_file import load_inference_file
 from msgpp.errors import MsgppError
-from msgpp.hub import load_inference_file
-from msgpp.models.generator import PRESETS, build_generator, count_parameters
+from msgpp.models.generator import GENERATOR_PRESETS, build_generator, count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -78,7 +78,7 @@ def test_full_size_layout_maps_onto_the_paper_preset_shape_for_shape():
     assert sum(torch.Size(shape).numel() for shape in shapes.values()) == published.REFERENCE_PARAMETERS == 89_447_044
     theirs = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
     config, converted, facts = published.convert_state_dict(theirs)
-    assert config == {**PRESETS["paper"], "normalize": True, "sample_rate": 16000, "residual": True}
+    assert config == {**GENERATOR_PRESETS["paper"], "normalize": True, "sample_rate": 16000, "residual": True}
     assert facts["dropped"] == ["outconv.bias", "outconv.weight"] and facts["paper_size"]
     assert facts["parameters"] == 89_447_041 and facts["reference_parameters"] == 89_447_044
     with torch.device("meta"):

@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 
 from msgpp.cli import main
+from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import InvalidValue, MsgppError
-from msgpp.hub import save_inference_file
 from msgpp.models.generator import build_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -232,7 +232,7 @@ def test_from_pretrained_refuses_an_empty_or_bad_checksum(sha256, weights):
 
 
 def test_unhashed_weights_load_with_a_warning(weights, tmp_path, caplog):
-    from msgpp.hub import load_inference_file
+    from msgpp.enhance.weights_file import load_inference_file
 
     plain = tmp_path / "plain.pt"
     plain.write_bytes(weights.read_bytes())
@@ -368,7 +368,7 @@ def test_evaluate_out_on_a_file(tmp_path, capsys):
 
 
 def test_enhance_into_its_own_folder_skips_its_outputs(tmp_path):
-    from msgpp.enhance_commands import plan_outputs
+    from msgpp.enhance.jobs import plan_outputs
 
     sf.write(tmp_path / "a.wav", tone(1600, 16000), 16000)
     (tmp_path / "enh").mkdir()
@@ -441,7 +441,7 @@ def test_a_killed_enhance_leaves_nothing_the_rerun_keeps(weights, song, tmp_path
 
 
 def test_a_live_writers_temporary_is_kept(tmp_path):
-    from msgpp.atomic import remove_stale_in, remove_stale_temporaries
+    from msgpp.files import remove_stale_in, remove_stale_temporaries
 
     live = tmp_path / f".x.{os.getpid()}-abcd1234.tmp.wav"
     live.write_bytes(b"")
@@ -464,10 +464,10 @@ class _FullDisk:
 
 
 def test_weights_export_on_a_full_disk(weights, tmp_path, monkeypatch):
-    import msgpp.hub
+    import msgpp.files
 
     package = torch.load(weights, weights_only=True)
-    monkeypatch.setattr(msgpp.hub, "open", _FullDisk, raising=False)
+    monkeypatch.setattr(msgpp.files, "open", _FullDisk, raising=False)
     with pytest.raises(MsgppError, match="disk full") as caught:
         save_inference_file(tmp_path, "msg-bass", source="bass", sample_rate=16000,
                             generator_config=package["generator_config"], state_dict=package["state_dict"])
@@ -488,9 +488,8 @@ def test_audio_write_on_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_written_files_honour_the_umask(tmp_path):
-    from msgpp.atomic import atomic_path
     from msgpp.audio import save_audio
-    from msgpp.evaluation.results import atomic_write_text
+    from msgpp.files import atomic_path, atomic_write_text
 
     previous = os.umask(0o022)
     try:
@@ -528,7 +527,7 @@ def test_ctrl_c_in_separate_is_interrupted_130(song, tmp_path, capsys, monkeypat
 
 def test_lightning_ctrl_c_becomes_keyboard_interrupt(layout, tmp_path, monkeypatch, openunmix):
     """Lightning turns Ctrl-C into exit(1); the dataset mode reports it as an interruption."""
-    from msgpp.separators import predict
+    from msgpp.separators import predict_loop
     from msgpp.separators.tracks import list_tracks
 
     class InterruptedTrainer:
@@ -540,9 +539,9 @@ def test_lightning_ctrl_c_becomes_keyboard_interrupt(layout, tmp_path, monkeypat
         def predict(self, *args, **kwargs):
             raise SystemExit(1)
 
-    monkeypatch.setattr(predict, "Trainer", InterruptedTrainer)
+    monkeypatch.setattr(predict_loop, "Trainer", InterruptedTrainer)
     with pytest.raises(KeyboardInterrupt):
-        predict.separate_tracks(openunmix, list_tracks(layout, ("test",)), tmp_path / "cache", progress=False)
+        predict_loop.separate_tracks(openunmix, list_tracks(layout, ("test",)), tmp_path / "cache", progress=False)
 
 
 def _needs_soundfont():
@@ -599,7 +598,7 @@ def test_data_bad_workers(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["random bytes", "refused pickle", "missing"])
 def test_train_ckpt_path_that_is_not_a_checkpoint(kind, tmp_path, capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "small" / "vocals.yaml"
+    config = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # a valid config; the checkpoint is refused
     checkpoint = tmp_path / "bad.ckpt"
     if kind == "random bytes":
         checkpoint.write_bytes(np.random.default_rng(1).bytes(3000))

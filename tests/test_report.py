@@ -175,22 +175,23 @@ def test_evaluate_command_with_a_real_enhancer_file(setup, tmp_path):
     """The CLI path: an inference file (a tiny untrained generator) enhances, is keyed by its hash."""
     import torch
 
-    from msgpp import hub
     from msgpp.cli import main
+    from msgpp.enhance.weights_file import save_inference_file
+    from msgpp.files import sha256_file
     from msgpp.models.generator import build_generator
 
     root, cache, _, _, _ = setup
     torch.manual_seed(0)
     generator = build_generator("small", channels=4, depth=3)
-    weights = hub.save_inference_file(tmp_path / "weights", "msg-bass", source="bass", sample_rate=16000,
-                                      generator_config=generator.config, state_dict=generator.state_dict(),
-                                      training={"separators": ["demucs_v2"]})
+    weights = save_inference_file(tmp_path / "weights", "msg-bass", source="bass", sample_rate=16000,
+                                  generator_config=generator.config, state_dict=generator.state_dict(),
+                                  training={"separators": ["demucs_v2"]})
     out = tmp_path / "out"
     argv = ["evaluate", "--root", str(root), "--cache", str(cache), "--out", str(out), "--enhancers", f"bass={weights}",
             "--separators", "demucs_v2", "--sources", "bass", "--mono16k", "--no-report", "--quiet"]
     assert main(argv) == 0
     table = ResultTable(out / "results.csv")
-    enhancer_id = hub.sha256_file(weights)[:12] + "-m16k"  # 16-kHz-mono enhancement is keyed apart
+    enhancer_id = sha256_file(weights)[:12] + "-m16k"  # 16-kHz-mono enhancement is keyed apart
     assert len(table) == 2 * 2 and {r["enhancer_id"] for r in table.select(variant="msg")} == {enhancer_id}
     enhanced = sorted((out / "enhanced" / enhancer_id).rglob("bass.wav"))
     assert len(enhanced) == 2

@@ -168,7 +168,7 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from msgpp.training.commands import choose_checkpoint, load_checkpoint
+    from msgpp.training.checkpoints import choose_checkpoint, load_checkpoint
 
     root, cache = fake_cache
     folder = tmp_path / "checkpoints"
@@ -203,7 +203,7 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
     chosen, record = choose_checkpoint(folder)
     assert record["score"] == best_score
     chosen_weights = load_checkpoint(chosen)["state_dict"]
-    from msgpp.training.commands import generator_state
+    from msgpp.training.checkpoints import generator_state
 
     assert selection.generator_fingerprint(generator_state({"state_dict": chosen_weights})) == record["fingerprint"]
     assert load_checkpoint(folder / "best.ckpt")["msgpp"]["validation"]["score"] == best_score
@@ -214,11 +214,31 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
     for path in folder.glob("*.ckpt"):
         checkpoint = load_checkpoint(path)
         checkpoint["msgpp"]["validation"], checkpoint["msgpp"]["validation_history"] = None, []
+        checkpoint["datamodule_hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"  # as LightningCLI
         torch.save(checkpoint, bare / path.name)
     with pytest.raises(MsgppError, match="has a validation score"):
         choose_checkpoint(bare)
     rescored, rerecord = choose_checkpoint(bare, score_missing=True)
     assert rerecord["score"] == pytest.approx(best_score, rel=1e-5, abs=1e-7)  # the same songs, the same measures
+
+    # --average 2: the mean of the chosen checkpoint and the one before it, measured on the same
+    # songs, is exported exactly when it scores higher and does no more harm
+    from msgpp.cli import main
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.training.checkpoints import ValidationSongs, average_before, average_generators
+
+    assert main(["export", str(folder), "--average", "2", "--out", str(tmp_path / "averaged")]) == 0
+    package = load_inference_file(next((tmp_path / "averaged").glob("*.pt")))
+    members = average_before(folder, chosen, 2)
+    assert members[-1].path == chosen and [m.batches for m in members] == sorted({2, 4} & set(range(record["batches"] + 1)))
+    mean = average_generators([m.path for m in members])
+    mean_record = ValidationSongs(chosen).record(mean, members[-1].batches)
+    better = (mean_record["score"] > record["score"]
+              and len(selection.do_no_harm(mean_record["rows"])) <= len(selection.do_no_harm(record["rows"])))
+    exported = mean if better else generator_state(load_checkpoint(chosen))
+    assert all(torch.equal(package["state_dict"][key], value) for key, value in exported.items())
+    assert package["training"]["validation"]["score"] == pytest.approx((mean_record if better else record)["score"])
+    assert ("averaged" in package["training"]) == better
 
 
 def test_no_validation_songs_no_records(fake_cache, tmp_path):  # noqa: F811
@@ -277,8 +297,8 @@ def _export(args, capsys) -> tuple[int, str, str]:
 
 
 def test_export_picks_the_best_validated_checkpoint_and_warns_on_harm(songs, tmp_path, capsys):
-    from msgpp.hub import load_inference_file
-    from msgpp.training.commands import generator_state, load_checkpoint
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.training.checkpoints import generator_state, load_checkpoint
 
     run = tmp_path / "run"
     records = _fake_run(run / "checkpoints", songs)
@@ -315,7 +335,7 @@ def test_export_picks_the_best_validated_checkpoint_and_warns_on_harm(songs, tmp
 
 def test_export_prefers_a_checkpoint_that_does_no_harm(songs, tmp_path, monkeypatch):
     """A higher score that hides harm to one separator loses to a lower score without harm."""
-    from msgpp.training.commands import choose_checkpoint, validation_records
+    from msgpp.training.checkpoints import choose_checkpoint, validation_records
 
     run = tmp_path / "run"
     records = _fake_run(run, songs)
@@ -329,13 +349,56 @@ def test_export_prefers_a_checkpoint_that_does_no_harm(songs, tmp_path, monkeypa
         return [dict(r, rows=harmed, score=selection.selection_score(harmed)) if r["fingerprint"] == best["fingerprint"]
                 else r for r in validation_records(checkpoint)]
 
-    monkeypatch.setattr("msgpp.training.commands.validation_records", with_harm)
+    monkeypatch.setattr("msgpp.training.checkpoints.validation_records", with_harm)
     chosen, record = choose_checkpoint(run)
     assert chosen.name == "epoch=0-step=100.ckpt" and record["score"] == records["epoch=0-step=100.ckpt"]["score"]
     # when every candidate does harm, the score alone decides
     monkeypatch.setattr("msgpp.training.selection.do_no_harm", lambda rows: ["harm"])
     chosen, _ = choose_checkpoint(run)
     assert chosen.name == "epoch=0-step=200.ckpt"
+
+
+def test_export_average_is_kept_only_when_it_validates_better(songs, tmp_path, monkeypatch, capsys):
+    """`--average 3`: the mean of the best checkpoint and (up to) the two before it replaces it only
+    when its validation score is higher without more do-no-harm findings."""
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.training.checkpoints import average_generators, generator_state, load_checkpoint
+
+    run = tmp_path / "run"
+    records = _fake_run(run, songs)
+    good, noisy = records["epoch=0-step=200.ckpt"]["rows"], records["last.ckpt"]["rows"]
+    known = {record["fingerprint"] for record in records.values() if record}
+
+    def stand_in(mean_score, mean_rows):
+        class Songs:  # the validation songs, with scores set by the test
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def record(self, state_dict, batches):
+                fingerprint = selection.generator_fingerprint(state_dict)
+                assert fingerprint not in known  # only the mean is measured: the others have records
+                return {"batches": batches, "score": mean_score, "rows": mean_rows, "fingerprint": fingerprint}
+        return Songs
+
+    best = records["epoch=0-step=200.ckpt"]["score"]
+    # members: the best (batch 100) and what came before it: only batch 50 (130 and 150 came after)
+    members = [run / "epoch=0-step=100.ckpt", run / "epoch=0-step=200.ckpt"]
+    for mean_score, mean_rows, kept in ((best + 0.1, good, True), (best - 0.1, good, False), (best + 0.1, noisy, False)):
+        monkeypatch.setattr("msgpp.training.checkpoints.ValidationSongs", stand_in(mean_score, mean_rows))
+        out = tmp_path / f"out-{mean_score:.3f}-{kept}-{mean_rows is good}"
+        code, printed, err = _export([run, "--average", "3", "--out", out], capsys)
+        assert code == 0, err
+        package = load_inference_file(printed.strip())
+        if kept:
+            assert package["training"]["averaged"] == [path.name for path in members]
+            assert "mean of 2 checkpoints" in err and package["training"]["validation"]["score"] == mean_score
+            expected = average_generators(members)
+        else:
+            assert "averaged" not in package["training"] and package["training"]["validation"]["score"] == best
+            expected = generator_state(load_checkpoint(run / "epoch=0-step=200.ckpt"))
+        assert all(torch.equal(package["state_dict"][key], value) for key, value in expected.items())
+    code, printed, err = _export([run, "--average", "0", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "--average must be" in err
 
 
 def test_export_without_any_score_is_a_clear_error(songs, tmp_path, capsys):

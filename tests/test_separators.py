@@ -236,7 +236,7 @@ def test_changed_weights_get_a_new_id(name, tmp_path):
 def test_training_is_seeded_and_changes_the_weights(tmp_path):
     from separators_helpers import make_root
 
-    from msgpp.separators.training import TrainingOptions, train_separator
+    from msgpp.separators.train import TrainingOptions, train_separator
 
     root = make_root(tmp_path / "data", {"train": 2}, seconds=0.5)
     options = TrainingOptions(steps=3, max_minutes=None, batch_size=2, segment_seconds=0.1, seed=3)

@@ -19,6 +19,7 @@ from separators_helpers import build_tiny, make_root, one_thread  # noqa: E402,F
 
 from msgpp.cli import main  # noqa: E402
 from msgpp.constants import SOURCES  # noqa: E402
+from msgpp.files import sha256_file  # noqa: E402
 from msgpp.separators import cache  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def test_a_changed_mixture_is_separated_again(root, weights, tmp_path):
     (track,) = (songs / "test").iterdir()
     meta_path = next((tmp_path / "cache").rglob(cache.META_NAME))
     meta = json.loads(meta_path.read_text())
-    assert meta[cache.MIXTURE_KEY] == cache.mixture_sha256(track / "mixture.wav")
+    assert meta[cache.MIXTURE_KEY] == sha256_file(track / "mixture.wav")
     assert not Path(meta["weights"]).is_absolute()
     before = _meta_times(tmp_path / "cache")
     audio, rate = sf.read(str(track / "mixture.wav"), dtype="float32")
@@ -105,7 +106,7 @@ def test_a_changed_mixture_is_separated_again(root, weights, tmp_path):
     time.sleep(0.01)
     assert _separate(songs, tmp_path / "cache", weights, "--subset", "test") == 0
     assert _meta_times(tmp_path / "cache") != before
-    assert json.loads(meta_path.read_text())[cache.MIXTURE_KEY] == cache.mixture_sha256(track / "mixture.wav")
+    assert json.loads(meta_path.read_text())[cache.MIXTURE_KEY] == sha256_file(track / "mixture.wav")
 
 
 def test_kill_during_separate_then_rerun_completes(tmp_path, weights):

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 from msgpp.errors import MsgppError
-from msgpp.separators import spleeter, spleeter_env
-from msgpp.separators.spleeter import SpleeterSeparator, resolve_model_folder, write_training_csv
+from msgpp.separators.spleeter import client, environment
+from msgpp.separators.spleeter.separator import SpleeterSeparator, resolve_model_folder
+from msgpp.separators.spleeter.train import write_training_csv
 
 RATE = 44100
 
 
 def shipped_model() -> Path:
-    return spleeter.assets_dir() / "model"
+    return environment.assets_dir() / "model"
 
 
 def fake_model_folder(folder: Path, params: dict | None = None, probe: bool = True) -> Path:
@@ -85,7 +86,7 @@ def test_training_csv_lists_mixture_sources_and_duration(tmp_path):
 
 
 def test_training_helpers_read_checkpoints_logs_and_drop_broken_caches(tmp_path):
-    from msgpp.separators.spleeter import _checkpoint_step, _drop_incomplete_caches, _losses_from_log
+    from msgpp.separators.spleeter.train import _checkpoint_step, _drop_incomplete_caches, _losses_from_log
 
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-40"\nall_model_checkpoint_paths: "model.ckpt-30"\n')
     assert _checkpoint_step(tmp_path) == 40
@@ -101,18 +102,18 @@ def test_training_helpers_read_checkpoints_logs_and_drop_broken_caches(tmp_path)
 
 
 def test_stale_environment_is_not_ready(tmp_path, monkeypatch):
-    monkeypatch.setenv(spleeter_env.ENV_VARIABLE, str(tmp_path / "env"))
-    assert not spleeter_env.environment_ready()
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(tmp_path / "env"))
+    assert not environment.environment_ready()
     (tmp_path / "env" / "bin").mkdir(parents=True)
     (tmp_path / "env" / "bin" / "python").write_text("")
     (tmp_path / "env" / ".msgpp-ready").write_text("an older requirements digest\n")
-    assert not spleeter_env.environment_ready()
-    (tmp_path / "env" / ".msgpp-ready").write_text(spleeter_env._requirements_digest() + "\n")
-    assert spleeter_env.environment_ready()
+    assert not environment.environment_ready()
+    (tmp_path / "env" / ".msgpp-ready").write_text(environment._requirements_digest() + "\n")
+    assert environment.environment_ready()
 
 
 def test_worker_protocol_round_trips_headers_and_arrays():
-    spec = importlib.util.spec_from_file_location("spleeter_worker", spleeter.WORKER_SCRIPT)
+    spec = importlib.util.spec_from_file_location("spleeter_worker", client.WORKER_SCRIPT)
     worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(worker)  # standard library only at import time
     stream = io.BytesIO()
@@ -130,8 +131,8 @@ def test_worker_protocol_round_trips_headers_and_arrays():
 
 @pytest.fixture(scope="module")
 def separator():
-    if not spleeter.environment_ready():
-        pytest.fail(f"Spleeter's environment {spleeter.environment_dir()} is missing: run `make spleeter-env`")
+    if not environment.environment_ready():
+        pytest.fail(f"Spleeter's environment {environment.environment_dir()} is missing: run `make spleeter-env`")
     instance = SpleeterSeparator.load(threads=1)
     yield instance
     instance.close()
@@ -192,7 +193,7 @@ def test_tampered_weights_are_refused_before_the_worker_starts(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_configuration_are_a_one_line_error(tmp_path):
-    if not spleeter.environment_ready():
+    if not environment.environment_ready():
         pytest.fail("Spleeter's environment is missing: run `make spleeter-env`")
     copy = tmp_path / "model"
     shutil.copytree(shipped_model(), copy)
@@ -209,7 +210,7 @@ def test_estimates_go_to_the_cache(separator, tmp_path):
     import soundfile as sf
 
     from msgpp.separators import cache
-    from msgpp.separators.predict import separate_tracks
+    from msgpp.separators.predict_loop import separate_tracks
     from msgpp.separators.tracks import list_tracks
 
     root = tmp_path / "root"

@@ -317,9 +317,9 @@ def test_validation_logs_per_separator_metrics_and_csv_media(fake_cache, tmp_pat
 
 
 def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_path):
-    from msgpp.hub import load_inference_file
+    from msgpp.enhance.weights_file import load_inference_file
     from msgpp.models.generator import Generator
-    from msgpp.training.commands import export_checkpoint
+    from msgpp.training.checkpoints import export_checkpoint
 
     root, cache = fake_cache
     module = tiny_module()
@@ -338,7 +338,7 @@ def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_pat
     with torch.no_grad():
         assert torch.allclose(generator(audio), module.generator.eval()(audio), atol=1e-6)
     assert os.path.getsize(path) < 2 * sum(p.numel() * 4 for p in generator.parameters()) + 100_000
-    from msgpp.training.measure import markdown_table, measure_mrstft
+    from msgpp.evaluation.mrstft_distance import markdown_table, measure_mrstft
 
     rows = measure_mrstft(str(path), str(root), str(cache), ["sepa", "unseen"], progress=False)
     assert [(row["separator"], row["songs"]) for row in rows] == [("sepa", 1), ("unseen", 1)]
@@ -436,16 +436,36 @@ def test_ddp_two_cpu_processes_agree(fake_cache, tmp_path):
     assert int(ranks[0]["state"]["balancer.steps"]) == 2
 
 
-@pytest.mark.parametrize("preset", ["small", "paper"])
-def test_shipped_configs_parse_for_every_source(preset, capsys):
+CONFIGS = Path(__file__).parent.parent / "configs"
+SOURCES = ("bass", "drums", "other", "vocals")
+
+
+def composed(preset: str, source: str) -> list[str]:
+    """`make train PRESET=preset SOURCE=source`'s arguments: the base, the preset, the source."""
+    return ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / f"{preset}.yaml"),
+            "--config", str(CONFIGS / preset / f"{source}.yaml")]
+
+
+def printed_config(args: list[str], capsys) -> dict:
+    """The configuration `msgpp train ARGS` runs with: parsed and validated by its own parser
+    (--print_config), with the run folders filled in as before training."""
     import yaml
 
-    from msgpp.training.commands import build_cli
+    from msgpp.training.cli import build_cli, fill_run_folders
 
-    for source in ("bass", "drums", "other", "vocals"):
-        path = Path(__file__).parent.parent / "configs" / preset / f"{source}.yaml"
-        assert build_cli(["--config", str(path), "--print_config"]) is None  # parsed, validated, printed
-        printed = yaml.safe_load(capsys.readouterr().out)
+    capsys.readouterr()
+    assert build_cli([*args, "--print_config"]) is None  # parsed, validated, printed
+    config = yaml.safe_load(capsys.readouterr().out)
+    fill_run_folders(config)
+    return config
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_shipped_configs_parse_for_every_source(preset, capsys):
+    from msgpp.training.cli import build_cli
+
+    for source in SOURCES:
+        printed = printed_config(composed(preset, source), capsys)
         assert printed["data"]["source"] == source and "source" not in printed["model"]  # linked from data
         generator = printed["model"]["generator"]  # a preset name, or a preset with overrides
         assert (generator if isinstance(generator, str) else generator["preset"]) == preset
@@ -453,5 +473,51 @@ def test_shipped_configs_parse_for_every_source(preset, capsys):
         assert "hdemucs_v3" in printed["data"]["held_out"] and "hdemucs_v3" not in printed["data"]["separators"]
         # the paper's four training separators (hdemucs_v3, newer, is the unseen one)
         assert sorted(printed["data"]["separators"]) == ["demucs_v2", "openunmix", "spleeter", "wavenet"]
+        # the run folder layout docs/training.md and `msgpp export runs/<preset>/<source>` rely on
+        assert printed["trainer"]["default_root_dir"] == f"runs/{preset}/{source}"
+        dirpaths = {c["init_args"]["dirpath"] for c in printed["trainer"]["callbacks"] if "dirpath" in c.get("init_args", {})}
+        assert dirpaths == {f"runs/{preset}/{source}/checkpoints"}
     with pytest.raises(MsgppError, match="invalid arguments"):
-        build_cli(["--config", str(path), "--model.lr", "fast"])
+        build_cli([*composed(preset, "bass"), "--model.lr", "fast"])
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_composed_configs_equal_the_per_source_files_they_replace(preset, capsys):
+    """configs/base.yaml + configs/<preset>.yaml + configs/<preset>/<source>.yaml give every source
+    exactly the values of its complete file before the configs were composed (kept in tests/data;
+    comments aside). A change to a shipped config on purpose updates those files with it."""
+    before = Path(__file__).parent / "data" / "configs_before_composition" / preset
+    for source in SOURCES:
+        expected = printed_config(["--config", str(before / f"{source}.yaml")], capsys)
+        assert printed_config(composed(preset, source), capsys) == expected, source
+
+
+def test_the_run_folders_are_filled_in_before_training(tmp_path, monkeypatch):
+    """The trainer, its checkpoints and the config.yaml it saves name runs/<preset>/<source>."""
+    from msgpp.training.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)  # the run folders are relative: nothing lands in the checkout
+    cli = build_cli([*composed("small", "bass"), "--logger_backend", "none"])
+    assert cli.config.trainer.default_root_dir == "runs/small/bass"  # what SaveConfigCallback writes
+    assert Path(cli.trainer.default_root_dir) == Path("runs/small/bass")
+    assert {Path(c.dirpath) for c in cli.trainer.checkpoint_callbacks} == {tmp_path.resolve() / "runs/small/bass/checkpoints"}
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_source_file_alone_brings_its_base_and_preset(capsys, monkeypatch):
+    """`--config configs/small/bass.yaml` alone (the spelling before the configs were composed)
+    means base + preset + it, not the source's few lines on Lightning's defaults; a partial or
+    misordered composition is one line naming the full command."""
+    from msgpp.training.cli import build_cli
+
+    monkeypatch.chdir(CONFIGS.parent)
+    full = printed_config(composed("small", "bass"), capsys)
+    assert printed_config(["--config", "configs/small/bass.yaml"], capsys) == full
+    # a preset and a source without the base: the base goes first
+    assert printed_config(["--config", "configs/paper.yaml", "--config", "configs/paper/drums.yaml"], capsys) \
+        == printed_config(composed("paper", "drums"), capsys)
+    with pytest.raises(MsgppError) as refused:  # the wrong order
+        build_cli(["--config", "configs/base.yaml", "--config", "configs/small/bass.yaml", "--config", "configs/small.yaml"])
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "--config configs/base.yaml --config configs/small.yaml --config configs/small/bass.yaml" in message

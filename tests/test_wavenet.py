@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from msgpp.errors import MsgppError
-from msgpp.separators.wavenet import (
-    PRESETS,
+from msgpp.separators.wavenet.keras_weights import load_keras_wavenet
+from msgpp.separators.wavenet.model import (
+    WAVENET_CONFIGS,
     Wavenet,
     WavenetConfig,
-    WavenetSeparator,
     count_parameters,
     load_checkpoint,
     save_checkpoint,
     separate_mono,
 )
-from msgpp.separators.wavenet_keras import load_keras_wavenet
+from msgpp.separators.wavenet.separator import WavenetSeparator
 
 # Tiny enough for a NumPy reference: receptive field 2·2·(1+2)+1 = 13.
 TINY = WavenetConfig(
@@ -41,7 +41,7 @@ def random_model(config: WavenetConfig, seed: int = 0) -> Wavenet:
 
 
 def test_paper_configs_have_the_upstream_parameter_counts_and_fields():
-    multi, voice = PRESETS["multi-instrument"], PRESETS["singing-voice"]
+    multi, voice = WAVENET_CONFIGS["multi-instrument"], WAVENET_CONFIGS["singing-voice"]
     assert count_parameters(Wavenet(multi)) == 3_277_763
     assert count_parameters(Wavenet(voice)) == 3_277_249
     assert (multi.receptive_field, multi.input_length) == (8185, 9785)
@@ -52,7 +52,7 @@ def test_output_sample_sees_exactly_its_receptive_field():
     """Output j of the padded target field is centred on input start + j. Upstream's "receptive
     field" counts the dilated convs only (±(rf−1)/2); the initial conv and the two final k=3 convs
     widen what an output sees by 1 + 2 samples each side."""
-    config = PRESETS["small"]
+    config = WAVENET_CONFIGS["small"]
     model = random_model(config, seed=1).double()
     length = config.receptive_field + 40
     base = torch.randn(1, length, dtype=torch.float64)
@@ -212,9 +212,9 @@ def test_theano_kernels_must_be_flipped(tmp_path):
 
 def test_converter_reads_the_paper_architecture(tmp_path):
     path = tmp_path / "multi.hdf5"
-    write_upstream_hdf5(path, PRESETS["multi-instrument"], first_automatic=1)
+    write_upstream_hdf5(path, WAVENET_CONFIGS["multi-instrument"], first_automatic=1)
     model = load_keras_wavenet(path)
-    assert model.config == PRESETS["multi-instrument"]
+    assert model.config == WAVENET_CONFIGS["multi-instrument"]
     assert count_parameters(model) == 3_277_763
 
 
@@ -253,13 +253,13 @@ def test_convert_command_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trip_and_bad_files(tmp_path):
-    model = random_model(PRESETS["small"])
+    model = random_model(WAVENET_CONFIGS["small"])
     path = tmp_path / "w.pt"
     save_checkpoint(model, path, training={"steps": 3})
     package = torch.load(path, weights_only=True)
     assert package["config"]["num_stacks"] == 2 and package["versions"]["torch"] and package["training"]["steps"] == 3
     loaded = load_checkpoint(path)
-    mixture = torch.randn(1, PRESETS["small"].receptive_field + 10)
+    mixture = torch.randn(1, WAVENET_CONFIGS["small"].receptive_field + 10)
     torch.testing.assert_close(loaded(mixture), model(mixture))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage")
@@ -353,12 +353,12 @@ def test_training_loss_decreases_on_one_batch():
 
 
 @pytest.mark.pipeline
-def test_train_small_writes_loadable_weights_and_a_model_card(tiny_root, tmp_path):
-    from msgpp.separators.wavenet import train_small
+def test_train_wavenet_writes_loadable_weights_and_a_model_card(tiny_root, tmp_path):
+    from msgpp.separators.wavenet.train import train_wavenet
 
     out = tmp_path / "wavenet"
-    result = train_small(tiny_root, out, steps=2, max_minutes=None, batch_size=2, segment_seconds=0.3,
-                         score_tracks=1, progress=False)
+    result = train_wavenet(tiny_root, out, steps=2, max_minutes=None, batch_size=2, segment_seconds=0.3,
+                           score_tracks=1, progress=False)
     assert result["training"]["steps"] == 2
     assert set(result["scores"]) == {"drums", "bass", "other", "vocals"}
     card = (out / "MODEL_CARD.md").read_text()

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # Heavy submodules load on first use, so `import msgpp` and the CLI start fast.
 _LAZY = {
-    "Enhancer": ("msgpp.enhancer", "Enhancer"),
+    "Enhancer": ("msgpp.enhance.enhancer", "Enhancer"),
     "MsgppError": ("msgpp.errors", "MsgppError"),
     "separators": ("msgpp.separators", None),
     "separate_song": ("msgpp.stems", "separate_song"),

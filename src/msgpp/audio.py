@@ -13,7 +13,9 @@ from typing import Union
 import numpy as np
 import soundfile as sf
 
-from msgpp.errors import AudioError
+from msgpp.constants import AUDIO_FORMATS, CLIP_POLICIES, OUTPUT_SUBTYPES
+from msgpp.errors import AudioError, MsgppError, first_line
+from msgpp.files import atomic_path, describe_write_error
 
 PathLike = Union[str, os.PathLike]
 
@@ -23,7 +25,9 @@ SUBTYPES = {
     "PCM_24": "PCM_24", "24": "PCM_24", "pcm24": "PCM_24",
     "FLOAT": "FLOAT", "float": "FLOAT", "float32": "FLOAT",
 }
-CLIP_POLICIES = ("error", "clip", "normalize")
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # libsndfile subtypes that hold values beyond ±1; every other one clips
+LOSSY_SUBTYPES = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}  # containers with one subtype, no choice
+SILENCE_PEAK = 1e-8  # peaks below this are digital silence: no gain is applied
 
 
 def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
@@ -37,7 +41,7 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+        raise AudioError(f"{path}: not a readable audio file ({first_line(error)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: holds no audio samples")
     _check_decoded(path, info, data.shape[0])
@@ -66,7 +70,7 @@ def check_audio_file(path: PathLike, decode: bool = True):
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+        raise AudioError(f"{path}: not a readable audio file ({first_line(error)})") from None
     if info.frames <= 0:
         raise AudioError(f"{path}: holds no audio samples")
     if info.samplerate <= 0 or info.channels <= 0:
@@ -98,7 +102,7 @@ def save_audio(
     path = Path(path)
     audio = as_channels_first(_to_numpy(audio))
     if subtype not in SUBTYPES:
-        raise AudioError(f"unknown subtype {subtype!r}; choose one of PCM_16, PCM_24, FLOAT")
+        raise AudioError(f"unknown subtype {subtype!r}; choose one of {', '.join(OUTPUT_SUBTYPES)}")
     if clip not in CLIP_POLICIES:
         raise AudioError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
     subtype = SUBTYPES[subtype]
@@ -114,41 +118,19 @@ def save_audio(
                 "use a float subtype, or clip='normalize' / clip='clip'"
             )
         audio = np.clip(audio, -1.0, 1.0) if clip == "clip" else audio * (0.999 / peak)
-    extension = path.suffix.lower().lstrip(".")
-    file_format = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF", "aif": "AIFF", "mp3": "MP3"}.get(extension)
+    file_format = AUDIO_FORMATS.get(path.suffix.lower())
     if file_format is None:
-        raise AudioError(f"{path}: unsupported output extension {path.suffix!r} (use .wav, .flac, .ogg, .aiff)")
-    if file_format in ("OGG", "MP3"):
-        subtype = "VORBIS" if file_format == "OGG" else "MPEG_LAYER_III"
-    from msgpp.atomic import describe_os_error, temporary_path, usual_mode
-
+        raise AudioError(f"{path}: unsupported output extension {path.suffix!r} (use {', '.join(AUDIO_FORMATS)})")
+    subtype = LOSSY_SUBTYPES.get(file_format, subtype)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(path, suffix=f".tmp{path.suffix}")
-    except OSError as error:
-        raise AudioError(f"{path}: cannot write ({describe_os_error(error)})") from None
-    try:
-        sf.write(temporary, audio.T, int(sample_rate), subtype=subtype, format=file_format)
-        usual_mode(temporary)  # mkstemp makes owner-only files; outputs get the usual mode
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise AudioError(f"{path}: cannot write ({describe_os_error(error)})") from None
-    except (sf.LibsndfileError, RuntimeError) as error:
-        Path(temporary).unlink(missing_ok=True)
-        reason = _short(error)
-        raise AudioError(f"{path}: cannot write ("
-                         f"{'disk full: ' + reason if 'no space left' in reason.lower() else reason})") from None
-    except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=f".tmp{path.suffix}") as temporary:
+            try:
+                sf.write(temporary, audio.T, int(sample_rate), subtype=subtype, format=file_format)
+            except (sf.LibsndfileError, RuntimeError) as error:
+                raise AudioError(f"{path}: cannot write ({describe_write_error(error)})") from None
+    except MsgppError as error:  # atomic_path's one line for an OSError, as this module's error
+        raise AudioError(str(error)) from None
     return path
-
-
-def audio_info(path: PathLike) -> tuple[int, int, int]:
-    """(sample_rate, channels, frames) without reading the samples."""
-    info = check_audio_file(path)
-    return int(info.samplerate), int(info.channels), int(info.frames)
 
 
 def resample(audio, orig_sr: int, target_sr: int):
@@ -196,11 +178,7 @@ def convert_channels(audio, channels: int):
     return convert_channels(to_mono(audio), channels)  # many → other many: through mono
 
 
-def to_stereo(audio):
-    return convert_channels(audio, 2)
-
-
-def peak_normalize(audio, peak: float = 1.0, eps: float = 1e-8):
+def peak_normalize(audio, peak: float = 1.0, eps: float = SILENCE_PEAK):
     """Scale so the absolute peak equals `peak`. Silence (peak < eps) is returned unchanged.
 
     Returns (normalised audio, gain) so the caller can undo it with `audio / gain`.
@@ -212,6 +190,13 @@ def peak_normalize(audio, peak: float = 1.0, eps: float = 1e-8):
     return audio * gain, gain
 
 
+def channel_gains(peaks: np.ndarray) -> np.ndarray:
+    """1/peak per channel, the gains that peak-normalise each channel on its own; digital
+    silence keeps gain 1 (no division by zero)."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    return np.where(peaks > SILENCE_PEAK, 1.0 / np.maximum(peaks, SILENCE_PEAK), 1.0)
+
+
 def as_channels_first(audio: np.ndarray) -> np.ndarray:
     """Accept (samples,) or (channels, samples); return float32 (channels, samples)."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -220,6 +205,31 @@ def as_channels_first(audio: np.ndarray) -> np.ndarray:
     if audio.ndim != 2:
         raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
     return audio
+
+
+def checked_signal(audio) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Audio handed over in memory, checked the way the public API promises: floats (NumPy, or a
+    torch tensor), (samples,) or (channels, samples) with at most 64 channels, finite.
+
+    Returns (the input as a NumPy array of its own shape, a float32 (channels, samples) view of
+    it, whether it was a torch tensor). A MsgppError says what is wrong in the caller's terms
+    (soundfile's (samples, channels) layout is named as such)."""
+    is_tensor = _is_tensor(audio)
+    if is_tensor and not audio.is_floating_point():
+        raise MsgppError(f"audio must hold floats (got {audio.dtype}); scale integer PCM to [-1, 1] first")
+    array = audio.detach().cpu().float().numpy() if is_tensor else np.asarray(audio)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise MsgppError(f"audio must hold floats (got dtype {array.dtype}); scale integer PCM to [-1, 1] first")
+    if array.ndim not in (1, 2):
+        raise MsgppError(f"audio must be (samples,) or (channels, samples), got shape {tuple(array.shape)}")
+    channels_first = array.reshape(1, -1) if array.ndim == 1 else array
+    if channels_first.shape[0] > 64:
+        raise MsgppError(f"audio has {channels_first.shape[0]} channels; pass (channels, samples) "
+                         "(soundfile returns (samples, channels): transpose it)")
+    channels_first = channels_first.astype(np.float32, copy=False)
+    if not np.isfinite(channels_first).all():
+        raise MsgppError("audio contains NaN or Inf samples")
+    return array, channels_first, is_tensor
 
 
 def rms_dbfs(audio) -> float:
@@ -239,7 +249,7 @@ def _decoded_frames(path: Path) -> int:
                     return frames
                 frames += block.shape[0]
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-        raise AudioError(f"{path}: truncated or corrupt ({_short(error)})") from None
+        raise AudioError(f"{path}: truncated or corrupt ({first_line(error)})") from None
 
 
 def _check_decoded(path: Path, info, decoded: int) -> None:
@@ -312,7 +322,3 @@ def _to_numpy(audio) -> np.ndarray:
 
 def _is_tensor(audio) -> bool:
     return type(audio).__module__.startswith("torch")
-
-
-def _short(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -18,10 +18,9 @@ COMMAND_MODULES = [
     "msgpp.separators.commands",
     "msgpp.demo",
     "msgpp.training.commands",
-    "msgpp.separators.wavenet_keras",
-    "msgpp.separators.spleeter_env",
-    "msgpp.enhance_commands",
-    "msgpp.published_commands",
+    "msgpp.separators.wavenet.commands",
+    "msgpp.separators.spleeter.commands",
+    "msgpp.enhance.commands",
     "msgpp.evaluation.commands",
 ]
 

@@ -13,6 +13,20 @@ class InvalidValue(MsgppError, ValueError):
     """A number or option out of range, or of the wrong type (also a ValueError for callers)."""
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of a library's exception (its type's name when it says nothing), at most
+    `limit` characters: the part that fits in a one-line message."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
+def error_text(error: BaseException, limit: int = 600) -> str:
+    """All of an exception's message on one line (torch puts the useful part after a newline),
+    cut to `limit` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
                  above: float | None = None, below: float | None = None, integer: bool = False):
     """`value` as a finite int (with `integer`) or float within the bounds, else InvalidValue

@@ -53,7 +53,12 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from msgpp.audio import FLOAT_SUBTYPES, channel_gains, check_audio_file, checked_signal, load_audio
+from msgpp.constants import AUDIO_FORMATS, CLIP_POLICIES, OUTPUT_FORMATS
+from msgpp.enhance.jobs import (FileJob, check_output, output_subtype, progress_bar, read_blocks, scan_peaks,
+                                write_blocks)
 from msgpp.errors import AudioError, MsgppError
+from msgpp.overlap_add import OverlapAdd
 
 
 DEFAULT_SEPARATOR = "hdemucs_v3"
@@ -67,13 +72,12 @@ CONSISTENT_SEGMENT = 10.0  # seconds per STFT segment of the consistency step
 CONSISTENT_OVERLAP = 1.0
 N_FFT, HOP = 2048, 512
 _EPS = 1e-12
-# Formats soundfile reads and writes; the first three keep the input's depth.
-SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".aiff", ".aif", ".ogg", ".mp3")
-LOSSLESS_FORMATS = {".wav": "wav", ".flac": "flac", ".aiff": "aiff", ".aif": "aiff"}
+# Inputs in a lossless format give outputs in their own format by default ({ext}); others give wav.
+LOSSLESS_FORMATS = {ext: container.lower() for ext, container in AUDIO_FORMATS.items()
+                    if container in ("WAV", "FLAC", "AIFF")}
 # Formats read through ffmpeg (decoded to a float WAV in the work folder first).
 FFMPEG_EXTENSIONS = (".m4a", ".aac", ".alac", ".opus", ".wma", ".mp4", ".webm", ".mka", ".ape", ".wv")
-AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
-OUTPUT_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
+AUDIO_EXTENSIONS = tuple(AUDIO_FORMATS) + FFMPEG_EXTENSIONS
 
 
 # -- the Python API ----------------------------------------------------------------------------
@@ -202,24 +206,14 @@ class StemSplitter:
     # -- arrays ---------------------------------------------------------------------------------
     def separate_array(self, audio, sample_rate: int, progress=False) -> dict:
         """{name: array} for a song in memory (see separate_song)."""
-        is_tensor = type(audio).__module__.startswith("torch")
-        array = audio.detach().cpu().float().numpy() if is_tensor else np.asarray(audio)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise MsgppError(f"audio must hold floats (got dtype {array.dtype}); scale integer PCM to [-1, 1] first")
-        if array.ndim not in (1, 2):
-            raise MsgppError(f"audio must be (samples,) or (channels, samples), got shape {tuple(array.shape)}")
-        mixture = np.ascontiguousarray(array.reshape(1, -1) if array.ndim == 1 else array, dtype=np.float32)
-        if mixture.shape[0] > 64:
-            raise MsgppError(f"audio has {mixture.shape[0]} channels; pass (channels, samples) "
-                             "(soundfile returns (samples, channels): transpose it)")
+        array, mixture, is_tensor = checked_signal(audio)
+        mixture = np.ascontiguousarray(mixture)
         if mixture.shape[1] == 0:
             raise MsgppError("audio holds no samples")
-        if not np.isfinite(mixture).all():
-            raise MsgppError("audio contains NaN or Inf samples")
         if int(sample_rate) <= 0:
             raise MsgppError(f"sample_rate must be positive, got {sample_rate}")
         channels, frames = mixture.shape
-        bar, own = _bar(progress, frames / sample_rate * self.work_factor(), "song")
+        bar, own = progress_bar(progress, frames / sample_rate * self.work_factor(), "song", unit="s audio")
         try:
             stores = self._pipeline(lambda: _array_blocks(mixture), int(sample_rate), channels, frames,
                                     lambda name: _MemoryStore(channels), bar, "audio")
@@ -242,8 +236,6 @@ class StemSplitter:
              overwrite: bool = False) -> SongJob:
         """Check an input and its outputs before any model work (readable, complete, finite,
         long enough, outputs valid and not already there unless `overwrite`)."""
-        from msgpp.enhancer import CLIP_POLICIES
-
         path, out_dir = Path(path), Path(out_dir)
         if clip not in CLIP_POLICIES:
             raise MsgppError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
@@ -264,7 +256,7 @@ class StemSplitter:
 
     def run(self, job: SongJob, progress=False) -> dict[str, Path]:
         """Separate a planned song and write its outputs; returns {name: path}."""
-        bar, own = _bar(progress, job.seconds * self.work_factor(), job.input.name)
+        bar, own = progress_bar(progress, job.seconds * self.work_factor(), job.input.name, unit="s audio")
         created = not job.out_dir.exists()
         try:
             job.out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,8 +296,6 @@ class StemSplitter:
     # -- the shared pipeline --------------------------------------------------------------------
     def _pipeline(self, read_mixture: Callable[[], Iterator[np.ndarray]], rate: int, channels: int, frames: int,
                   new_store: Callable[[str], "_Store"], bar, label: str) -> dict[str, "_Store"]:
-        from msgpp.enhancer import _channel_gains
-
         # 1. separation, in overlapping blocks
         raw = {stem: new_store(f"raw-{stem}") for stem in self.work_stems}
         separate = self._separation_engine(rate, channels, frames)
@@ -330,7 +320,7 @@ class StemSplitter:
                 enhancer = self.enhancers[stem]
                 enhancer._check_length(frames, rate, label)
                 store = new_store(f"enhanced-{stem}")
-                gains = _channel_gains(raw[stem].peaks)
+                gains = channel_gains(raw[stem].peaks)
                 for block in enhancer._stream(_counted(raw[stem].blocks(), bar, rate), rate, channels, gains, frames):
                     store.append(block)
                 store.finish()
@@ -357,8 +347,6 @@ class StemSplitter:
         whole) overlap by `block_overlap`; OverlapAdd maps rows to rows, so each segment's rows
         are the mixture's channels tiled once per source, and row s·C + c of the result is
         channel c of source s."""
-        from msgpp.overlap_add import OverlapAdd
-
         sources = tuple(self.separator.sources)
         wanted = [(index, source) for index, source in enumerate(sources) if source in self.work_stems]
         count = len(sources)
@@ -416,8 +404,6 @@ def consistent_blocks(mixture_blocks: Iterable[np.ndarray], stem_blocks: list[It
     """Stream the consistency step: 10-s segments overlapping by 1 s, crossfaded (each segment's
     stems sum to its mixture, so their crossfade does too), then an exact sample-wise fix
     against the mixture itself. Yields lists of (C, k) blocks, one per stem."""
-    from msgpp.overlap_add import OverlapAdd
-
     count = len(stem_blocks)
     segment = max(1, min(round(CONSISTENT_SEGMENT * rate), frames))
     overlap = min(round(CONSISTENT_OVERLAP * rate), segment // 2)
@@ -474,27 +460,17 @@ def render_filename(template: str, *, track: str, stem: str, ext: str) -> Path:
         raise MsgppError(f"--filename {template!r}: {error}") from None
     if relative.is_absolute() or ".." in relative.parts or not relative.name:
         raise MsgppError(f"--filename {template!r} gives {relative}: must be a relative path inside --out")
-    from msgpp.enhancer import _FORMATS
-
-    if relative.suffix.lower() not in _FORMATS:
+    if relative.suffix.lower() not in AUDIO_FORMATS:
         raise MsgppError(f"--filename {template!r} gives {relative}: must end in an audio extension "
-                         f"({', '.join(_FORMATS)}); use {{ext}}")
+                         f"({', '.join(AUDIO_FORMATS)}); use {{ext}}")
     return relative
 
 
 def _output_spec(target: Path, input_subtype: str, subtype: str | None, clip: str, overwrite: bool,
                  source: Path) -> OutputSpec:
-    from msgpp.enhancer import _FORMATS, _output_subtype
-
-    file_format = _FORMATS[target.suffix.lower()]
-    chosen = _output_subtype(input_subtype, subtype, file_format, target)
-    if target.exists() or target.is_symlink():
-        if target.is_dir():
-            raise MsgppError(f"{target}: is a folder, not an output file")
-        if target.resolve() == source.resolve():
-            raise MsgppError(f"{target}: output would overwrite its own input")
-        if not overwrite:
-            raise MsgppError(f"{target}: exists; pass --force to replace it")
+    file_format = AUDIO_FORMATS[target.suffix.lower()]
+    chosen = output_subtype(input_subtype, subtype, file_format, target)
+    check_output(target, source, overwrite)
     return OutputSpec(target, chosen, file_format, clip)
 
 
@@ -502,8 +478,6 @@ def _output_spec(target: Path, input_subtype: str, subtype: str | None, clip: st
 def inspect_input(path: Path) -> SimpleNamespace:
     """samplerate, channels, frames, subtype and whether ffmpeg must decode it; checks the file
     (and, for float files, that it holds no NaN/Inf) without running any model."""
-    from msgpp.audio import check_audio_file
-
     try:
         info = check_audio_file(path)
     except AudioError as error:
@@ -511,10 +485,8 @@ def inspect_input(path: Path) -> SimpleNamespace:
         if probed is None:
             raise error from None
         return probed
-    if info.subtype in ("FLOAT", "DOUBLE"):
-        from msgpp.enhancer import _scan_peaks
-
-        _scan_peaks(path, info)  # refuses NaN/Inf before anything runs
+    if info.subtype in FLOAT_SUBTYPES:
+        scan_peaks(path, info)  # refuses NaN/Inf before anything runs
     return SimpleNamespace(samplerate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
                            subtype=info.subtype, decode=False)
 
@@ -560,10 +532,8 @@ def _file_frames(path: Path) -> int:
 def _file_blocks(path: Path) -> Iterator[np.ndarray]:
     import soundfile as sf
 
-    from msgpp.enhancer import _read_blocks
-
     with sf.SoundFile(str(path)) as reader:
-        yield from _read_blocks(reader, Path(path))
+        yield from read_blocks(reader, Path(path))
 
 
 def _array_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -655,28 +625,22 @@ class _FileStore(_Store):
         return _file_blocks(self.path)
 
     def array(self) -> np.ndarray:
-        from msgpp.audio import load_audio
-
         return load_audio(self.path)[0]
 
 
 # -- writing -----------------------------------------------------------------------------------
 def _check_clip(spec: OutputSpec, store: _Store) -> None:
     """Refuse, before any file of the song is written, a PCM output that would clip (--clip error)."""
-    from msgpp.enhancer import _FLOAT_SUBTYPES
-
     peak = float(store.peaks.max()) if store.peaks.size else 0.0
-    if spec.clip == "error" and spec.subtype not in _FLOAT_SUBTYPES and peak > 1.0:
+    if spec.clip == "error" and spec.subtype not in FLOAT_SUBTYPES and peak > 1.0:
         raise MsgppError(f"{spec.path}: peak {peak:.3f} exceeds full scale for {spec.subtype}; nothing written "
                          "for this song (use --clip normalize, --clip clip, or --subtype FLOAT)")
 
 
 def _write_stem(store: _Store, staging: Path, spec: OutputSpec, job: SongJob) -> None:
     """Write one stem, in its output format, to a staging name in the work folder (atomically)."""
-    from msgpp.enhancer import FileJob, _write_atomically
-
     info = SimpleNamespace(samplerate=job.sample_rate, channels=job.channels)
-    _write_atomically(FileJob(job.input, staging, info, None, spec.subtype, spec.format, spec.clip), store.blocks())
+    write_blocks(FileJob(job.input, staging, info, None, spec.subtype, spec.format, spec.clip), store.blocks())
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -697,8 +661,8 @@ def _load_separator(separator, weights, device: str):
 
 
 def _load_enhancer(stem: str, given, device: str, backend: str):
-    from msgpp.enhancer import Enhancer
-    from msgpp.hub import pretrained_names
+    from msgpp.enhance.enhancer import Enhancer
+    from msgpp.enhance.pretrained import pretrained_names
 
     if isinstance(given, Enhancer):
         return given
@@ -722,16 +686,3 @@ def _parse_stems(stems, sources: tuple[str, ...], separator: str) -> tuple[str, 
             raise MsgppError(f"unknown stem {name!r} for {separator}; its stems: {', '.join(sources)}")
     return tuple(source for source in sources if source in names)  # the separator's order, once each
 
-
-def _bar(progress, total_seconds: float, name: str):
-    """(bar or None, whether we own it): progress is a bool or a tqdm bar to update."""
-    if progress is False or progress is None:
-        return None, False
-    if progress is True:
-        import sys
-
-        from tqdm import tqdm
-
-        return tqdm(total=round(total_seconds, 2), unit="s", desc=name, leave=False, file=sys.stderr,
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"), True
-    return progress, False

@@ -13,11 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from msgpp.constants import BACKENDS, CLIP_POLICIES, OUTPUT_FORMATS, OUTPUT_SUBTYPES
 from msgpp.errors import MsgppError, number_type
 
-OUTPUT_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")  # msgpp.stems.OUTPUT_FORMATS, without importing numpy here
-DEFAULT_FILENAME = "{track}/{stem}.{ext}"
-BACKENDS = ("auto", "torch", "onnxruntime")
+DEFAULT_FILENAME = "{track}/{stem}.{ext}"  # msgpp.stems.DEFAULT_FILENAME, without importing numpy here
 # Options of the dataset mode that mean nothing here, and options of this mode that mean nothing there.
 DATASET_ONLY = ("separators", "subset", "workers")
 SONG_ONLY = ("out", "separator", "enhance", "enhancer", "stems", "keep_raw", "filename", "subtype", "clip", "device",
@@ -40,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "so the stems sum to the song (docs/stems.md)")
     song.add_argument("--filename", metavar="TEMPLATE",
                       help="output path inside --out with {track}, {stem}, {ext} (default: %s)" % DEFAULT_FILENAME.replace("%", "%%"))
-    song.add_argument("--subtype", choices=("PCM_16", "PCM_24", "FLOAT"),
+    song.add_argument("--subtype", choices=OUTPUT_SUBTYPES,
                       help="sample format (default: the input's depth; FLAC and 16/24-bit inputs stay PCM)")
-    song.add_argument("--clip", choices=("error", "clip", "normalize"),
+    song.add_argument("--clip", choices=CLIP_POLICIES,
                       help="a PCM stem peak above full scale: stop with an error (default), hard-clip, "
                            "or scale that stem to a 0.999 peak")
     song.add_argument("--skip-existing", action="store_true",
@@ -56,8 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """The song mode: plan every input, then separate (and enhance) each, one progress bar."""
-    from tqdm import tqdm
-
+    from msgpp.enhance.jobs import files_bar
     from msgpp.stems import BLOCK_OVERLAP, BLOCK_SECONDS, DEFAULT_SEPARATOR, StemSplitter
 
     for name in DATASET_ONLY:
@@ -101,8 +99,7 @@ def run(args) -> int:
                 raise MsgppError(f"{present[0]}: exists, but other outputs of {path} do not; pass --force to redo the song")
         jobs.append(job)
     total = sum(job.seconds for job in jobs) * splitter.work_factor()
-    with tqdm(total=round(total, 2), unit="s", disable=args.quiet, file=sys.stderr, dynamic_ncols=True,
-              bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
+    with files_bar(total, args.quiet) as bar:
         for number, job in enumerate(jobs, 1):
             bar.set_description(f"[{number}/{len(jobs)}] {job.input.name}")
             written = splitter.run(job, progress=bar)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from msgpp.atomic import atomic_path
-from msgpp.constants import MUSDB_SAMPLE_RATE, STEMS
-from msgpp.data.plan import SUBSETS, make_song_plan, track_name
+from msgpp.constants import MUSDB_SAMPLE_RATE, STEMS, SUBSETS
+from msgpp.data.plan import make_song_plan, track_name
 from msgpp.errors import MsgppError
+from msgpp.files import atomic_path, atomic_write_text, output_folder, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Preset:
     seconds: float
 
 
-PRESETS = {
+BENCHMARK_PRESETS = {
     "tiny": Preset(train=2, test=2, seconds=6.0),
     "small": Preset(train=20, test=6, seconds=12.0),
     "default": Preset(train=100, test=20, seconds=20.0),
@@ -64,7 +64,7 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
     Songs already present with their recorded checksums are kept. A folder holding a benchmark of
     another seed, preset or soundfont, or unrelated files, is refused.
     """
-    from msgpp.data.render import check_soundfont, default_soundfont, file_sha256
+    from msgpp.data.render import check_soundfont, default_soundfont
 
     settings = _preset(preset)
     seed = _seed(seed)
@@ -73,11 +73,9 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
     identity = {
         "format": FORMAT, "generator": GENERATOR, "preset": preset, "seed": seed, "sample_rate": MUSDB_SAMPLE_RATE,
         "seconds": settings.seconds, "train": settings.train, "test": settings.test,
-        "soundfont": {"name": soundfont.name, "sha256": file_sha256(soundfont)},
+        "soundfont": {"name": soundfont.name, "sha256": sha256_file(soundfont)},
     }
     _workers(workers, 1)  # a bad count stops the run before the folder is touched
-    from msgpp.atomic import output_folder
-
     output_folder(root)
     with _exclusive(root):
         return _generate(root, identity, settings, seed, soundfont, workers, progress)
@@ -109,14 +107,12 @@ def _generate(root: Path, identity: dict, settings: Preset, seed: int, soundfont
 def verify_benchmark(root) -> list[str]:
     """Relative paths of the files that are missing or whose sha256 differs from the manifest
     (an empty list: the folder is exactly what was generated)."""
-    from msgpp.data.render import file_sha256
-
     manifest = read_manifest(root)
     root = Path(root)
     bad = []
     for relative, digest in sorted(manifest["files"].items()):
         path = root / relative
-        if not path.is_file() or file_sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             bad.append(relative)
     return bad
 
@@ -136,9 +132,9 @@ def read_manifest(root) -> dict:
 
 # ------------------------------------------------------------------------------------ internals
 def _preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise MsgppError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in BENCHMARK_PRESETS:
+        raise MsgppError(f"unknown preset {name!r}; choose one of {', '.join(BENCHMARK_PRESETS)}")
+    return BENCHMARK_PRESETS[name]
 
 
 def _seed(seed) -> int:
@@ -220,12 +216,10 @@ class _exclusive:
 
 
 def _song_intact(root: Path, subset: str, index: int, done: dict) -> bool:
-    from msgpp.data.render import file_sha256
-
     record = done.get(f"{subset}/{track_name(subset, index)}")
     if record is None:
         return False
-    return all((root / rel).is_file() and file_sha256(root / rel) == digest for rel, digest in record["files"].items())
+    return all((root / rel).is_file() and sha256_file(root / rel) == digest for rel, digest in record["files"].items())
 
 
 def _run(jobs: list[tuple], workers: int, progress: bool):
@@ -260,7 +254,7 @@ def _init_worker() -> None:
 
 
 def _render_job(job: tuple) -> tuple[str, dict]:
-    from msgpp.data.render import Renderer, file_sha256, mix_to_int16
+    from msgpp.data.render import Renderer, mix_to_int16
 
     root, soundfont, seed, subset, index, seconds = job
     renderer = _RENDERERS.get(soundfont)
@@ -273,7 +267,7 @@ def _render_job(job: tuple) -> tuple[str, dict]:
     for stem in STEMS:
         path = folder / f"{stem}.wav"
         write_wav_int16(path, audio[stem], renderer.sample_rate)
-        files[f"{subset}/{plan.name}/{stem}.wav"] = file_sha256(path)
+        files[f"{subset}/{plan.name}/{stem}.wav"] = sha256_file(path)
     return f"{subset}/{plan.name}", {"files": files, "plan": plan.summary()}
 
 
@@ -290,9 +284,7 @@ def write_wav_int16(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _versions() -> dict:

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from msgpp.constants import SOURCES
+from msgpp.constants import SOURCES, SUBSETS
 from msgpp.errors import MsgppError
-
-SUBSETS = ("train", "test")
 
 
 @dataclass

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from msgpp.constants import SOURCES
-
-SUBSETS = ("train", "test")
+from msgpp.constants import SOURCES, SUBSETS
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)

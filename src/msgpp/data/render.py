@@ -10,7 +10,6 @@ slow part, ~0.3 s for FluidR3_GM).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +51,6 @@ def check_soundfont(path) -> Path:
     if path.suffix.lower() not in (".sf2", ".sf3"):
         raise MsgppError(f"{path}: not a soundfont (expected a .sf2 or .sf3 file)")
     return path
-
-
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fluidsynth():

@@ -27,7 +27,8 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.evaluation import metrics
 from msgpp.evaluation.families import family
-from msgpp.evaluation.results import ResultTable, atomic_write_text, metrics_id, row_key, save_frames
+from msgpp.evaluation.results import ResultTable, metrics_id, row_key, save_frames
+from msgpp.files import atomic_write_text, output_folder, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,15 @@ def parse_enhancer_option(text: str | None) -> dict[str, str] | None:
 
 def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]:
     """{source: EnhancerSpec} from names or paths; None means every shipped enhancer."""
-    from msgpp import hub
+    from msgpp.enhance.pretrained import pretrained_names, resolve_pretrained
+    from msgpp.enhance.weights_file import load_inference_file
 
     if mapping is None:
-        mapping = {name: name for name in hub.pretrained_names() if name in SOURCES}
+        mapping = {name: name for name in pretrained_names() if name in SOURCES}
     specs = {}
     for source, name_or_path in mapping.items():
-        path = hub.resolve_pretrained(name_or_path)
-        package = hub.load_inference_file(path)
+        path = resolve_pretrained(name_or_path)
+        package = load_inference_file(path)
         trained_for = package.get("source")
         if trained_for in SOURCES and trained_for != source:
             raise MsgppError(f"--enhancers {source}={name_or_path}: that enhancer was trained for {trained_for}, "
@@ -97,7 +99,7 @@ def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]
             return msgpp.Enhancer.from_pretrained(str(path))
 
         specs[source] = EnhancerSpec(
-            source=source, id=hub.sha256_file(path)[:12], name=str(name_or_path), load=load,
+            source=source, id=sha256_file(path)[:12], name=str(name_or_path), load=load,
             training_separators=[str(s) for s in separators] if isinstance(separators, (list, tuple)) else [],
         )
     return specs
@@ -197,8 +199,6 @@ def evaluate(
 
     from msgpp.audio import load_audio
     from msgpp.separators.cache import find_estimates, weights_ids
-
-    from msgpp.atomic import output_folder
 
     out = output_folder(out, "--out")
     enhancers = enhancers or {}

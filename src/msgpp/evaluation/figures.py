@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from msgpp.evaluation import metrics
+from msgpp.files import atomic_path
 
 RAW_COLOR = "#d95f02"
 MSG_COLOR = "#1b9e77"
@@ -29,13 +30,10 @@ def _pyplot():
 
 def _save(figure, path: str | os.PathLike) -> Path:
     """Write a PNG atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    os.replace(temporary, path)
+    with atomic_path(path, suffix=".tmp.png") as temporary:
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
     _pyplot().close(figure)
-    return path
+    return Path(path)
 
 
 def metric_bars(cells, ylabel: str, title: str, path, value: str = "mean") -> Path:

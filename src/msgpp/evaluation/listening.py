@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from msgpp.errors import MsgppError, check_number
-from msgpp.evaluation.results import atomic_write_text
+from msgpp.evaluation import templates
+from msgpp.files import atomic_write_text
 
 KEY_FORMAT = "msgpp-listening-key/1"
 ANSWER_FORMAT = "msgpp-listening-answers/1"
@@ -152,7 +153,7 @@ def make_kit(
     kit = {"kit_id": kit_id, "instructions": INSTRUCTIONS, "sessions": sessions,
            "tests": {t: {"label": f"test {t}"} for t in key["tests"]}}  # labels do not reveal conditions
     atomic_write_text(out / "kit.js", "window.MSGPP_KIT = " + json.dumps(kit, indent=1) + ";\n")
-    return atomic_write_text(out / "index.html", _PAGE)
+    return atomic_write_text(out / "index.html", templates.render("listening"))  # templates/listening.*
 
 
 def choose_excerpt(truth: np.ndarray, sample_rate: int, seconds: float, rng: np.random.Generator) -> float:
@@ -387,84 +388,3 @@ def _preference_figure(table: list[dict], path: Path, alpha: float) -> None:
     axis.set_title(f"Listening test: MSG preferred (* p < {alpha:g}, two-tailed binomial)")
     figure.tight_layout()
     _save(figure, path)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Listening test</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}
-.pair{display:flex;gap:2em;margin:1.5em 0}.side{flex:1;text-align:center;border:1px solid #ddd;padding:1em;border-radius:6px}
-button{font-size:16px;padding:.5em 1.2em;margin-top:.6em}button:disabled{opacity:.4}.hidden{display:none}
-#progress{color:#666}textarea{width:100%;height:8em}
-</style>
-<script src="kit.js"></script></head>
-<body>
-<h1>Listening test</h1>
-<div id="intro">
-  <p id="instructions"></p>
-  <p><label>Your name or code: <input id="listener" autocomplete="off"></label></p>
-  <p><label>Session: <select id="session"></select></label> (your organiser tells you which; or open <code>index.html?session=ID</code>)</p>
-  <button id="start">Start</button>
-</div>
-<div id="trial" class="hidden">
-  <p id="progress"></p>
-  <p>Which recording sounds better? Play both before choosing.</p>
-  <div class="pair">
-    <div class="side"><b>A</b><br><audio id="audioA" controls preload="auto"></audio><br><button id="chooseA" disabled>A sounds better</button></div>
-    <div class="side"><b>B</b><br><audio id="audioB" controls preload="auto"></audio><br><button id="chooseB" disabled>B sounds better</button></div>
-  </div>
-</div>
-<div id="done" class="hidden">
-  <h2>Thank you!</h2>
-  <p>Please download your answers and send the file to the organiser.</p>
-  <p><a id="download" download="answers.json" href="#">Download answers (JSON)</a></p>
-  <textarea id="answersText" readonly></textarea>
-</div>
-<script>
-const kit = window.MSGPP_KIT;
-const $ = (id) => document.getElementById(id);
-$('instructions').textContent = kit.instructions;
-for (const s of kit.sessions) { const o = document.createElement('option'); o.value = s.id; o.textContent = s.id; $('session').appendChild(o); }
-const wanted = new URLSearchParams(location.search).get('session');
-if (wanted) $('session').value = wanted;
-let session = null, index = 0, shownAt = 0, played = {A: false, B: false};
-const answers = [];
-function show() {
-  const item = session.items[index];
-  $('progress').textContent = `pair ${index + 1} of ${session.items.length}`;
-  played = {A: false, B: false};
-  $('chooseA').disabled = $('chooseB').disabled = true;
-  $('audioA').src = `audio/${item}_A.wav`; $('audioB').src = `audio/${item}_B.wav`;
-  shownAt = Date.now();
-}
-for (const side of ['A', 'B']) {
-  $('audio' + side).addEventListener('play', () => {
-    played[side] = true;
-    if (played.A && played.B) $('chooseA').disabled = $('chooseB').disabled = false;
-  });
-  $('choose' + side).addEventListener('click', () => {
-    answers.push({item: session.items[index], choice: side, ms: Date.now() - shownAt});
-    $('audioA').pause(); $('audioB').pause();
-    index += 1;
-    if (index < session.items.length) show(); else finish();
-  });
-}
-function finish() {
-  const result = {format: 'msgpp-listening-answers/1', kit_id: kit.kit_id, session: session.id,
-                  listener: $('listener').value.trim(), finished: new Date().toISOString(), answers};
-  const text = JSON.stringify(result, null, 1);
-  $('answersText').value = text;
-  $('download').href = 'data:application/json;charset=utf-8,' + encodeURIComponent(text);
-  $('download').download = `answers-${session.id}-${result.listener || 'anonymous'}.json`;
-  $('trial').classList.add('hidden'); $('done').classList.remove('hidden');
-}
-$('start').addEventListener('click', () => {
-  if (!$('listener').value.trim()) { $('listener').focus(); return; }
-  session = kit.sessions.find((s) => s.id === $('session').value);
-  $('intro').classList.add('hidden'); $('trial').classList.remove('hidden');
-  index = 0; show();
-});
-document.body.dataset.sessions = kit.sessions.length;
-</script>
-</body></html>
-"""

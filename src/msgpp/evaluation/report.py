@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from msgpp.evaluation import figures, summary
-from msgpp.evaluation.results import atomic_write_text, load_frames
+from msgpp.evaluation import figures, summary, templates
+from msgpp.evaluation.results import load_frames
+from msgpp.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,9 @@ def build_report(
         _excerpts(out, rows, run_info, excerpts, excerpt_seconds, seed),
     ))
 
-    page = _PAGE.format(title="msgpp evaluation report", body="\n".join(sections), script=_SCRIPT, style=_STYLE)
+    # templates/report.{html,css,js}; its script counts loaded figures and playable players into
+    # #page-check, which the headless-browser test reads.
+    page = templates.render("report", title="msgpp evaluation report", body="\n".join(sections))
     return atomic_write_text(out / "index.html", page)
 
 
@@ -351,40 +354,3 @@ def _slug(text: str) -> str:
     """A file-name-safe form of a track name (long names get a checksum suffix to stay unique)."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
     return cleaned if len(cleaned) <= 48 else f"{cleaned[:40]}-{zlib.crc32(text.encode()) % 100000:05d}"
-
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table.results{border-collapse:collapse;margin:1em 0;font-size:14px}
-table.results td,table.results th{border:1px solid #ccc;padding:4px 8px;text-align:center;vertical-align:top}
-.ci{color:#777;font-size:12px}.better{color:#1b7e5f}.worse{color:#c00}.caption{color:#555}.note{color:#a60}
-img.figure{max-width:100%;border:1px solid #eee}.player{display:inline-block;margin:4px 12px 4px 0}
-.player span{display:block;font-size:12px;color:#555}.excerpt{border-top:1px solid #ddd;padding-top:.5em}
-.verdict.agrees{color:#1b7e5f}.verdict.contradicts{color:#c00}
-"""
-
-# Counts loaded figures and playable players into #page-check (read by the browser test).
-_SCRIPT = """
-function msgppCheck(){
-  const imgs=[...document.querySelectorAll('img.figure')];
-  const auds=[...document.querySelectorAll('audio')];
-  const c=document.getElementById('page-check');
-  c.dataset.imagesTotal=imgs.length;
-  c.dataset.imagesLoaded=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
-  c.dataset.audioTotal=auds.length;
-  c.dataset.audioReady=auds.filter(a=>a.readyState>=1&&!a.error).length;
-  c.dataset.audioErrors=auds.filter(a=>a.error).length;
-  c.textContent=`figures ${c.dataset.imagesLoaded}/${imgs.length}, players ready ${c.dataset.audioReady}/${auds.length}`;
-}
-window.addEventListener('load',msgppCheck);
-document.querySelectorAll('audio').forEach(a=>{a.addEventListener('loadedmetadata',msgppCheck);a.addEventListener('error',msgppCheck);});
-"""
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>
-<body>
-{body}
-<footer><p id="page-check" class="caption">checking…</p><p class="caption">Made by msgpp evaluate.</p></footer>
-<script>{script}</script>
-</body></html>
-"""

@@ -19,6 +19,7 @@ import numpy as np
 
 from msgpp.errors import MsgppError
 from msgpp.evaluation import metrics
+from msgpp.files import atomic_path, atomic_write_text
 
 KEY_COLUMNS = ("track", "separator", "weights_id", "source", "variant", "enhancer_id", "metrics_id")
 VALUE_COLUMNS = (
@@ -109,8 +110,6 @@ def frames_path(folder: Path, row: dict) -> Path:
 
 
 def save_frames(folder: Path, row: dict, cents: np.ndarray) -> None:
-    from msgpp.atomic import atomic_path
-
     with atomic_path(frames_path(folder, row)) as temporary, open(temporary, "wb") as handle:
         np.save(handle, np.asarray(cents, dtype=np.float32))
 
@@ -118,15 +117,6 @@ def save_frames(folder: Path, row: dict, cents: np.ndarray) -> None:
 def load_frames(folder: Path, row: dict) -> np.ndarray | None:
     path = frames_path(folder, row)
     return np.load(path) if path.is_file() else None
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    from msgpp.atomic import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
 
 
 def _empty(column: str):

@@ -6,8 +6,9 @@ activations that deep feature matching compares. `Discriminators` holds the whol
 returns one `(logits, feature_maps)` pair per member.
 
 The constructor arguments are the configuration (stored in checkpoints). Figures of the paper's
-set (MSG-SPEC.md): 3 STFT discriminators (n_fft 2048/1024/512, hop n_fft/4, 32 channels,
-~93.6k parameters each) + 5 period discriminators (periods 2/3/5/7/11, ~8.2M each) ≈ 41.4M.
+set (docs/training.md, "The paper's models in figures"): 3 STFT discriminators (n_fft
+2048/1024/512, hop n_fft/4, 32 channels, ~93.6k parameters each) + 5 period discriminators
+(periods 2/3/5/7/11, ~8.2M each) ≈ 41.4M.
 """
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ class Discriminators(nn.Module):
         return [member(audio) for member in self.members]
 
 
-PRESETS: dict[str, dict] = {
+DISCRIMINATOR_PRESETS: dict[str, dict] = {
     # The paper's set, 41.4M parameters.
     "paper": dict(stft_n_ffts=[2048, 1024, 512], stft_channels=32, periods=[2, 3, 5, 7, 11],
                   period_channels=[32, 128, 512, 1024, 1024]),
@@ -168,16 +169,16 @@ PRESETS: dict[str, dict] = {
 def build_discriminators(preset_or_config: str | dict = "paper", **overrides) -> Discriminators:
     """The discriminator set from a preset name ("paper", "small") or a config dict."""
     if isinstance(preset_or_config, str):
-        if preset_or_config not in PRESETS:
-            raise KeyError(f"unknown discriminator preset {preset_or_config!r}; choose one of {sorted(PRESETS)}")
-        config = dict(PRESETS[preset_or_config])
+        if preset_or_config not in DISCRIMINATOR_PRESETS:
+            raise KeyError(f"unknown discriminator preset {preset_or_config!r}; choose one of {sorted(DISCRIMINATOR_PRESETS)}")
+        config = dict(DISCRIMINATOR_PRESETS[preset_or_config])
     else:
         config = dict(preset_or_config)
         if "preset" in config:  # {"preset": "small", <overrides>}: a preset with some arguments changed
             preset = config.pop("preset")
-            if preset not in PRESETS:
-                raise KeyError(f"unknown discriminator preset {preset!r}; choose one of {sorted(PRESETS)}")
-            config = {**PRESETS[preset], **config}
+            if preset not in DISCRIMINATOR_PRESETS:
+                raise KeyError(f"unknown discriminator preset {preset!r}; choose one of {sorted(DISCRIMINATOR_PRESETS)}")
+            config = {**DISCRIMINATOR_PRESETS[preset], **config}
     config.update(overrides)
     return Discriminators(**config)
 

@@ -1,9 +1,9 @@
 """The MSG generator: Demucs v2's waveform U-Net, mono in and out, any input length.
 
 The demucs package's `Demucs` class already holds the architecture the paper uses (see
-MSG-SPEC.md); reusing it beats rewriting it. This wrapper fixes the MSG-specific arguments, keeps
-the constructor arguments as the configuration (stored in every checkpoint), and maps
-(batch, 1, samples) → (batch, 1, samples).
+docs/training.md, "The paper's models in figures"); reusing it beats rewriting it. This wrapper
+fixes the MSG-specific arguments, keeps the constructor arguments as the configuration (stored
+in every checkpoint), and maps (batch, 1, samples) → (batch, 1, samples).
 
 `residual=True` (beyond the paper) makes it an identity-start enhancer: output = input +
 correction, with the correction exactly zero at initialisation.
@@ -17,7 +17,7 @@ from torch import nn
 # The paper's generator: 64 channels, depth 6, kernel 8, stride 4, GLU, 3-tap rewrite ("context
 # 3" in v2's terms is context=1 in this class), ×2 internal resampling, per-example normalisation,
 # no LSTM. 89,447,041 parameters (the reference's 89,447,044 minus an unused output conv).
-PRESETS: dict[str, dict] = {
+GENERATOR_PRESETS: dict[str, dict] = {
     "paper": dict(channels=64, depth=6, kernel_size=8, stride=4, growth=2.0, context=1, resample=True),
     # Trains on a 2-core CPU: 1,397,665 parameters (5.6 MB in fp32).
     "small": dict(channels=16, depth=5, kernel_size=8, stride=4, growth=2.0, context=1, resample=True),
@@ -78,16 +78,16 @@ class Generator(nn.Module):
 def build_generator(preset_or_config: str | dict = "paper", **overrides) -> Generator:
     """A generator from a preset name ("paper", "small") or a config dict, with overrides."""
     if isinstance(preset_or_config, str):
-        if preset_or_config not in PRESETS:
-            raise KeyError(f"unknown generator preset {preset_or_config!r}; choose one of {sorted(PRESETS)}")
-        config = dict(PRESETS[preset_or_config])
+        if preset_or_config not in GENERATOR_PRESETS:
+            raise KeyError(f"unknown generator preset {preset_or_config!r}; choose one of {sorted(GENERATOR_PRESETS)}")
+        config = dict(GENERATOR_PRESETS[preset_or_config])
     else:
         config = dict(preset_or_config)
         if "preset" in config:  # {"preset": "small", <overrides>}: a preset with some arguments changed
             preset = config.pop("preset")
-            if preset not in PRESETS:
-                raise KeyError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
-            config = {**PRESETS[preset], **config}
+            if preset not in GENERATOR_PRESETS:
+                raise KeyError(f"unknown generator preset {preset!r}; choose one of {sorted(GENERATOR_PRESETS)}")
+            config = {**GENERATOR_PRESETS[preset], **config}
     config.update(overrides)
     return Generator(**config)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,16 @@ class WeightsInfo:
         return weights_id(self.sha256)
 
 
+class WeightsReaders(NamedTuple):
+    """How a family reads weights that are a local path or an upstream name (Separator.weights_readers).
+    The loaders return the family's constructor arguments, (model, WeightsInfo, ...)."""
+
+    local_info: Callable[[Path], WeightsInfo]  # checksums and fingerprint, no model
+    upstream_info: Callable[[str], WeightsInfo]
+    load_local: Callable[[Path], tuple]
+    load_upstream: Callable[[str], tuple]
+
+
 class Separator(nn.Module):
     """Base class of all separators. Subclasses set the class attributes and implement
     `load` (from weights) and `forward_chunks` (the model on a batch of chunks)."""
@@ -57,6 +67,10 @@ class Separator(nn.Module):
     description: ClassVar[str] = ""
     default_sample_rate: ClassVar[int] = MUSDB_SAMPLE_RATE
     default_sources: ClassVar[tuple[str, ...]] = SOURCES
+    # `msgpp separators train NAME`: "module:function" of this family's training recipe, called as
+    # function(root, out, **options) (plus name=NAME when it takes a name); its keyword defaults
+    # are the command's. "": msgpp cannot train it.
+    trainer: ClassVar[str] = ""
     # Chunking defaults (seconds); a family may override them from its model.
     segment_seconds: float = 10.0
     overlap_seconds: float = 1.0
@@ -85,8 +99,21 @@ class Separator(nn.Module):
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "Separator":
         """Build the separator from weights: a local folder/file in the upstream format, or (when
-        the family supports it and the machine is online) an upstream name. None: the shipped ones."""
-        raise NotImplementedError
+        the family supports it and the machine is online) an upstream name. None: the shipped ones.
+        A family with `weights_readers` gets this for free."""
+        readers = cls.weights_readers()
+        if readers is None:
+            raise NotImplementedError
+        where = cls.locate_weights(weights)
+        loaded = readers.load_local(where) if isinstance(where, Path) else readers.load_upstream(where)
+        return cls(*loaded).to(device)
+
+    @classmethod
+    def weights_readers(cls) -> "WeightsReaders | None":
+        """For a family whose weights are a local path or an upstream name that its package
+        downloads: the four functions that read them (then `load` and `weights_info` need no
+        override). None: the family overrides `load` itself."""
+        return None
 
     @classmethod
     def locate_weights(cls, weights: str | Path | None = None) -> Path | str:
@@ -105,8 +132,13 @@ class Separator(nn.Module):
     @classmethod
     def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
         """The weights' fingerprint without building the model (so `msgpp separate` can skip a
-        fully cached separator cheaply). Families override it; this fallback loads the model."""
-        return cls.load(weights).weights
+        fully cached separator cheaply). From `weights_readers` when the family has them; else
+        families override it, and this fallback loads the model."""
+        readers = cls.weights_readers()
+        if readers is None:
+            return cls.load(weights).weights
+        where = cls.locate_weights(weights)
+        return readers.local_info(where) if isinstance(where, Path) else readers.upstream_info(where)
 
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         """(batch, audio_channels, samples) at the native rate → (batch, sources, audio_channels, samples)."""
@@ -123,14 +155,6 @@ class Separator(nn.Module):
         if self.weights is None:
             raise ValueError(f"separator {self.name!r} has no weights fingerprint (built, not loaded)")
         return self.weights.id
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "family": self.family, "sample_rate": self.sample_rate,
-            "audio_channels": self.audio_channels, "sources": list(self.sources),
-            "weights": self.weights.location if self.weights else None,
-            "weights_sha256": self.weights.sha256 if self.weights else None,
-        }
 
     @torch.no_grad()
     def separate(self, mixture, sample_rate: int) -> dict[str, np.ndarray]:

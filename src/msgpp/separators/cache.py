@@ -11,13 +11,13 @@ killed writer left, so a reader never pairs a new meta.json with old sources or 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from msgpp.errors import MsgppError
+from msgpp.files import atomic_write_text, remove_stale_in, sha256_file
 
 META_NAME = "meta.json"
 MIXTURE_KEY = "mixture_sha256"  # meta.json's record of the mixture file that was separated
@@ -44,10 +44,7 @@ def is_complete(folder: Path) -> bool:
 
 def write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically; call it after every source file is in place."""
-    from msgpp.atomic import atomic_path
-
-    with atomic_path(folder / META_NAME) as temporary, open(temporary, "w") as handle:
-        json.dump(meta, handle, indent=2, sort_keys=True)
+    atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def write_track(
@@ -82,8 +79,6 @@ def write_track(
 def clean_partial(folder: Path) -> None:
     """Remove the temporary files of a writer that was killed (they start with a dot); those of a
     writer still running (another `msgpp separate` into this cache) are left alone."""
-    from msgpp.atomic import remove_stale_in
-
     remove_stale_in(folder)
 
 
@@ -150,13 +145,7 @@ def _up_to_date(folder: Path, track) -> bool:
             check_audio_file(folder / f"{source}.wav", decode=False)
     except (OSError, ValueError, TypeError, AttributeError, AudioError):  # unreadable meta.json: separate again
         return False
-    return recorded == mixture_sha256(track.mixture)
-
-
-def mixture_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a mixture file's bytes (about 2 ms per 20-s song)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return recorded == sha256_file(track.mixture)
 
 
 def portable_location(location: str) -> str:

@@ -1,20 +1,54 @@
-"""`msgpp separate` and `msgpp separators {list,train,score}`."""
+"""`msgpp separate` (the dataset mode; the song mode is msgpp.stems_commands) and
+`msgpp separators {list,train,score}`.
+
+`separators train NAME` is the one spelling for every family: the separator's class names its
+recipe (`Separator.trainer`), whose keyword defaults are the options' defaults. The old spellings
+(`msgpp spleeter train`, `msgpp wavenet-train`) are aliases for one release, registered by the
+families' own command modules with `add_train_alias`.
+"""
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
+from msgpp.constants import SUBSETS
 from msgpp.errors import MsgppError, check_number, number_type
 
 SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLOAT": "FLOAT"}
+TRAIN_DESCRIPTION = (
+    "Train a small configuration of a separator on <root>/train with its family's recipe (msgpp's trainer for "
+    "demucs_v2, hdemucs_v3, openunmix and wavenet; spleeter's own trainer for spleeter), score it on <root>/test "
+    "and write its weights, SHA256SUMS and MODEL_CARD.md. Options left out take the family's defaults; an option "
+    "the family does not use is an error."
+)
 
 
 def register(subparsers) -> None:
+    _register_separate(subparsers)
+    group = subparsers.add_parser("separators", help="list, train or score separators")
+    actions = group.add_subparsers(dest="separators_command", metavar="<action>", required=True)
+    listing = actions.add_parser("list", help="registered separators (built-in and entry points)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+
+    train = actions.add_parser("train", help="train a small configuration of a separator on a dataset",
+                               description=TRAIN_DESCRIPTION)
+    train.add_argument("name", help="separator name, e.g. demucs_v2")
+    add_train_arguments(train)
+    train.set_defaults(func=run_train_separator)
+
+    score = actions.add_parser("score", help="SI-SDR improvement and rolloff error of a separator on a subset")
+    score.add_argument("name")
+    score.add_argument("--root", required=True, type=Path)
+    score.add_argument("--subset", choices=SUBSETS, default="test")
+    score.add_argument("--weights", help="weights location (default: the shipped ones)")
+    score.add_argument("--limit", type=number_type("--limit", minimum=1, integer=True), help="at most this many songs")
+    score.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True))
+    score.set_defaults(func=run_score)
+
+
+def _register_separate(subparsers) -> None:
     separate = subparsers.add_parser(
         "separate", help="separate songs into stems (INPUT...), or a dataset into the estimate cache (--root)",
         description="Two modes. Songs: `msgpp separate INPUT... --out DIR [--enhance]` separates audio files "
@@ -28,7 +62,7 @@ def register(subparsers) -> None:
                           help="songs: audio files or folders (searched recursively); omit for the dataset mode")
     separate.add_argument("--root", type=Path, help="dataset mode: root with <root>/{train,test}/<track>/mixture.wav")
     separate.add_argument("--separators", help="dataset mode: comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix")
-    separate.add_argument("--subset", choices=("train", "test"), help="dataset mode: one subset only (default: both)")
+    separate.add_argument("--subset", choices=SUBSETS, help="dataset mode: one subset only (default: both)")
     separate.add_argument("--cache", type=Path, default=Path("cache/estimates"), help="dataset mode: estimate cache folder (default: %(default)s)")
     separate.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                           help="weights for one separator (a local folder/file, or an upstream name when online); repeatable. "
@@ -48,38 +82,6 @@ def register(subparsers) -> None:
     add_arguments(separate)
     separate.set_defaults(func=run_separate)
 
-    group = subparsers.add_parser("separators", help="list, train or score separators")
-    commands = group.add_subparsers(dest="separators_command", metavar="<action>", required=True)
-
-    listing = commands.add_parser("list", help="registered separators (built-in and entry points)")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=run_list)
-
-    train = commands.add_parser("train", help="train a small configuration of a separator on a dataset")
-    train.add_argument("name", help="separator name, e.g. demucs_v2")
-    train.add_argument("--root", required=True, type=Path, help="dataset root with train/ (and test/ for scoring)")
-    train.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
-    train.add_argument("--steps", type=number_type("--steps", minimum=1, integer=True), default=2000, help="optimiser steps (default: %(default)s)")
-    train.add_argument("--max-minutes", type=number_type("--max-minutes", minimum=0), default=10.0, help="stop after this wall time; 0: no limit (default: %(default)s)")
-    train.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=4)
-    train.add_argument("--segment", type=number_type("--segment", above=0), default=1.0, help="training segment in seconds (default: %(default)s)")
-    train.add_argument("--lr", type=number_type("--lr", above=0), default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=1,
-                       help="torch CPU threads (default: %(default)s; more threads than free cores run far slower)")
-    train.add_argument("--arch", default="{}", help='JSON overrides of the architecture preset, e.g. \'{"channels": 24}\'')
-    train.add_argument("--score-tracks", type=number_type("--score-tracks", minimum=1, integer=True), help="score on at most this many test songs (default: all)")
-    train.set_defaults(func=run_train)
-
-    score = commands.add_parser("score", help="SI-SDR improvement and rolloff error of a separator on a subset")
-    score.add_argument("name")
-    score.add_argument("--root", required=True, type=Path)
-    score.add_argument("--subset", choices=("train", "test"), default="test")
-    score.add_argument("--weights", help="weights location (default: the shipped ones)")
-    score.add_argument("--limit", type=number_type("--limit", minimum=1, integer=True), help="at most this many songs")
-    score.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True))
-    score.set_defaults(func=run_score)
-
 
 # -- msgpp separate -----------------------------------------------------------------------------
 def run_separate(args) -> int:
@@ -93,38 +95,15 @@ def run_separate(args) -> int:
         raise MsgppError("nothing to separate: give audio files or folders (msgpp separate song.mp3 --out stems/), "
                          "or a dataset with --root and --separators")
     _check_dataset_mode(args)
-    from msgpp.separators import cache
-    from msgpp.separators.registry import parse_names, separator_class
-    from msgpp.separators.tracks import SUBSETS, list_tracks
+    from msgpp.separators.fill_cache import fill_cache
+    from msgpp.separators.registry import parse_names
 
     names = parse_names(args.separators)
     weights = _parse_weights(args.weights, names)
-    tracks = list_tracks(args.root, (args.subset,) if args.subset else SUBSETS)
-    _check_writable(args.cache)
     _set_threads(args.threads)
-
-    # Check every separator's weights before separating anything; fingerprints key the cache.
-    infos = {name: separator_class(name).weights_info(weights.get(name)) for name in names}
-    for name in names:
-        started = time.monotonic()
-        klass, info = separator_class(name), infos[name]
-        # A fully cached separator needs no model and no Lightning.
-        if not args.force and not cache.pending_tracks(args.cache, name, info.id, tracks):
-            print(f"{name} (weights {info.id}): all {len(tracks)} tracks already cached", file=sys.stderr)
-            continue
-        from msgpp.separators.predict import separate_tracks
-
-        separator = klass.load(weights=weights.get(name))  # loaded once for all tracks
-        summary = separate_tracks(
-            separator, tracks, args.cache, force=args.force, subtype=SUBTYPE_CHOICES[args.format or "PCM_16"],
-            accelerator=args.accelerator, devices=_devices(args.devices), workers=args.workers or 0,
-        )
-        if summary.get("rank", 0) == 0:
-            print(
-                f"{name} (weights {summary['weights_id']}): {summary['separated']} separated, "
-                f"{summary['skipped']} already cached, {time.monotonic() - started:.1f} s",
-                file=sys.stderr,
-            )
+    fill_cache(args.root, names, args.cache, subsets=(args.subset,) if args.subset else SUBSETS, weights=weights,
+               force=args.force, subtype=SUBTYPE_CHOICES[args.format or "PCM_16"], accelerator=args.accelerator,
+               devices=_devices(args.devices), workers=args.workers or 0)
     return 0
 
 
@@ -155,12 +134,6 @@ def _parse_weights(items: list[str], names: list[str]) -> dict[str, str]:
             raise MsgppError(f"--weights {item!r}: {name!r} is not among --separators ({', '.join(names)})")
         weights[name] = location
     return weights
-
-
-def _check_writable(folder: Path) -> None:
-    from msgpp.atomic import output_folder
-
-    output_folder(folder, "--cache")
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
@@ -231,81 +204,100 @@ def run_list(args) -> int:
 
 
 # -- msgpp separators train ----------------------------------------------------------------------
-def run_train(args) -> int:
+# Options whose defaults are the family's (its recipe's keyword defaults): argparse default None.
+FAMILY_OPTIONS = ("steps", "max_minutes", "batch_size", "segment_seconds", "lr", "seed", "score_tracks", "arch",
+                  "preset", "init", "songs", "work")
+
+
+def add_train_arguments(parser) -> None:
+    """The options of `msgpp separators train` (and of its old spellings)."""
+    parser.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/ (for scoring)")
+    parser.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
+    parser.add_argument("--steps", type=number_type("--steps", minimum=1, integer=True),
+                        help="training steps (default: the family's: 2000; spleeter 100000)")
+    parser.add_argument("--max-minutes", type=number_type("--max-minutes", minimum=0),
+                        help="stop after this wall time; 0: no limit (default: the family's: 10; wavenet, spleeter 7)")
+    parser.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True),
+                        help="examples per step (default: 4)")
+    parser.add_argument("--segment", dest="segment_seconds", metavar="SECONDS", type=number_type("--segment", above=0),
+                        help="training segment in seconds (default: the family's: 1; wavenet 0.5)")
+    parser.add_argument("--lr", type=number_type("--lr", above=0), help="learning rate (default: 0.001)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the family's: 0; spleeter 3)")
+    parser.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=1,
+                        help="CPU threads (default: %(default)s; more threads than free cores run far slower)")
+    parser.add_argument("--score-tracks", type=number_type("--score-tracks", minimum=1, integer=True),
+                        help="score on at most this many test songs (default: all)")
+    family = parser.add_argument_group("family options (an error for a family that has no use for them)")
+    family.add_argument("--arch", help='demucs_v2, hdemucs_v3, openunmix: JSON overrides of the small architecture, '
+                                       'e.g. \'{"channels": 24}\'')
+    family.add_argument("--preset", help="wavenet: small | multi-instrument | singing-voice (default: small)")
+    family.add_argument("--init", type=Path, help="wavenet: continue from these weights instead of a random start")
+    family.add_argument("--songs", type=number_type("--songs", minimum=1, integer=True),
+                        help="spleeter: train on the first N training songs (default: all)")
+    family.add_argument("--work", type=Path,
+                        help="spleeter: keep checkpoints and spectrogram cache here; a rerun resumes")
+
+
+def run_train_separator(args) -> int:
+    """Train the separator `args.name` with its family's recipe; print the result as JSON."""
+    import inspect
+    from importlib import import_module
+
     from msgpp.separators.registry import separator_class
     from msgpp.separators.weights import separators_dir
 
     klass = separator_class(args.name)
-    if not hasattr(klass, "build") or args.name not in getattr(sys.modules[klass.__module__], "PRESETS", {}):
+    if not klass.trainer:
         raise MsgppError(f"separator {args.name!r} has no trainable preset in msgpp")
-    try:
-        overrides = json.loads(args.arch)
-        assert isinstance(overrides, dict)
-    except (ValueError, AssertionError):
-        raise MsgppError(f"--arch {args.arch!r}: expected a JSON object") from None
-    out = args.out or separators_dir() / args.name
+    module_name, _, function_name = klass.trainer.partition(":")
+    recipe = getattr(import_module(module_name), function_name)
+    accepted = inspect.signature(recipe).parameters
+    options = {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name, None) is not None}
+    unused = [name for name in options if name not in accepted]
+    if unused:
+        flags = ", ".join("--segment" if name == "segment_seconds" else "--" + name.replace("_", "-") for name in unused)
+        raise MsgppError(f"{flags}: not an option for {args.name} (msgpp separators train --help)")
+    if "arch" in options:
+        options["arch"] = _json_object("--arch", options["arch"])
+    if "name" in accepted:
+        options["name"] = args.name
+    if "threads" in accepted:  # torch's for msgpp's trainer (set here too), TensorFlow's for spleeter's
+        options["threads"] = args.threads
     _set_threads(args.threads)
-
-    from msgpp.separators.card import write_model_card
-    from msgpp.separators.scorecard import score_separator
-    from msgpp.separators.training import TrainingOptions, train_separator
-
-    architecture = {**sys.modules[klass.__module__].PRESETS[args.name], **overrides}
-    import torch
-
-    torch.manual_seed(args.seed)  # the initial weights
-    try:
-        separator = klass.build(architecture)
-    except Exception as error:  # noqa: BLE001 - any bad override: a model class raises what it likes
-        raise MsgppError(f"--arch: cannot build {args.name} with these arguments ({error})") from None
-    options = TrainingOptions(steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                              segment_seconds=args.segment, lr=args.lr, seed=args.seed)
-    facts = train_separator(separator, args.root, options)
-    facts["data"] = _data_facts(args.root)
-    facts["threads"] = torch.get_num_threads()
-
-    # Write into a fresh folder beside `out`, then swap it in, so `out` is never half-written.
-    staging = out.parent / f".{out.name}.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    info = separator.save_weights(staging, training=facts)
-    scores = score_separator(klass.load(staging), args.root, "test", limit=args.score_tracks)
-    command = (
-        f"msgpp separators train {args.name} --root {shlex.quote(str(args.root))} --steps {args.steps} "
-        f"--max-minutes {args.max_minutes:g} --batch-size {args.batch_size} --segment {args.segment:g} "
-        f"--lr {args.lr:g} --seed {args.seed} --threads {args.threads}"
-        + (f" --arch {shlex.quote(args.arch)}" if overrides else "")
-    )
-    write_model_card(staging, separator, architecture, info, facts, scores, command)
-    _swap_in(staging, out)
-    print(json.dumps({"weights": str(out), "weights_id": info.id, "training": facts, "scores": scores["sources"]}, indent=2))
+    result = recipe(root=args.root, out=args.out or separators_dir() / args.name, **options)
+    print(json.dumps(result, indent=2))
     return 0
 
 
-def _data_facts(root: Path) -> dict:
-    facts = {"root": str(root)}
-    manifest = Path(root) / "manifest.json"
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text())
-            facts.update({key: data[key] for key in ("seed", "preset", "version") if key in data})
-        except ValueError:
-            pass
-    return facts
+def add_train_alias(subparsers, old: str, name: str, summary: str) -> None:
+    """`old`, an old spelling of `msgpp separators train NAME`, kept for one release: the same
+    options; it says the new spelling on stderr (one line), then trains."""
+    parser = subparsers.add_parser(old, help=f"{summary} (old spelling of `msgpp separators train {name}`)")
+    add_train_arguments(parser)
+    spelling = parser.prog.removeprefix("msgpp ")  # "spleeter train", "wavenet-train"
+
+    def run_old_spelling(args) -> int:
+        print(f"msgpp: `msgpp {spelling}` is now `msgpp separators train {name}`; the old spelling goes in the "
+              "next release", file=sys.stderr)
+        return run_train_separator(args)
+
+    parser.set_defaults(func=run_old_spelling, name=name)
 
 
-def _swap_in(staging: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
+def _json_object(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise MsgppError(f"{flag} {text!r}: expected a JSON object")
+    return value
 
 
 # -- msgpp separators score ----------------------------------------------------------------------
 def run_score(args) -> int:
     from msgpp.separators.registry import get
-    from msgpp.separators.scorecard import format_table, score_separator
+    from msgpp.separators.score_table import format_table, score_separator
 
     _set_threads(args.threads)
     separator = get(args.name, weights=args.weights)

@@ -11,9 +11,9 @@ that a package names, after the file's sha256 is checked.
 such a folder, or, on a machine that is online, an upstream name ("hdemucs_mmi", "htdemucs", ...)
 that demucs downloads itself.
 
-The small configurations trained here (PRESETS) use the real classes: `demucs.demucs.Demucs`
-configured like v2 (two BiLSTM layers, no DConv branches, no group norm, GLU, 3-tap decoder
-rewrite) and `demucs.hdemucs.HDemucs`.
+The small configurations trained here (each class's `small_architecture`) use the real classes:
+`demucs.demucs.Demucs` configured like v2 (two BiLSTM layers, no DConv branches, no group norm,
+GLU, 3-tap decoder rewrite) and `demucs.hdemucs.HDemucs`.
 """
 from __future__ import annotations
 
@@ -22,31 +22,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import yaml
 
 from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
-from msgpp.separators.base import Separator, WeightsInfo
-from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, safe_torch_load, torch_bytes, verify_files,
-    write_checksums,
-)
-
-# Small configurations of the real architectures, trainable on a 2-core CPU (~1 M parameters).
-PRESETS = {
-    "demucs_v2": dict(
-        klass="Demucs", sources=list(SOURCES), audio_channels=2, channels=16, growth=2.0, depth=4,
-        kernel_size=8, stride=4, rewrite=True, glu=True, context=1, lstm_layers=2, dconv_mode=0,
-        norm_starts=99, gelu=False, normalize=False, resample=False, rescale=0.1, samplerate=44100,
-        segment=30,
-    ),
-    "hdemucs_v3": dict(
-        klass="HDemucs", sources=list(SOURCES), audio_channels=2, channels=8, growth=2, depth=5,
-        nfft=4096, hybrid=True, cac=True, rewrite=True, rescale=0.1, samplerate=44100, segment=30,
-    ),
-}
+from msgpp.files import atomic_write_bytes
+from msgpp.separators.base import Separator, WeightsInfo, WeightsReaders
+from msgpp.separators.weights import fingerprint, safe_torch_load, torch_bytes, verify_files, write_checksums
 
 
 def model_classes() -> dict[str, type]:
@@ -58,7 +43,8 @@ def model_classes() -> dict[str, type]:
 
 
 def build_model(config: dict) -> torch.nn.Module:
-    """A demucs model from a PRESETS-style dict (`klass` names the class, the rest are its kwargs)."""
+    """A demucs model from a `small_architecture`-style dict (`klass` names the class, the rest are
+    its kwargs)."""
     config = dict(config)
     klass_name = config.pop("klass")
     classes = model_classes()
@@ -70,6 +56,9 @@ def build_model(config: dict) -> torch.nn.Module:
 class DemucsSeparator(Separator):
     """Any demucs model or bag of models; the subclasses fix the name, family and shipped weights."""
 
+    trainer = "msgpp.separators.train:train_small_architecture"
+    # The constructor arguments of the small configuration trained here (`klass`: the demucs class).
+    small_architecture: ClassVar[dict] = {}
     # Chunks of the model's own `segment` (seconds), overlapping by 25 % as demucs' apply_model.
     segment_seconds = 10.0
     overlap_seconds = 2.5
@@ -87,19 +76,12 @@ class DemucsSeparator(Separator):
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def build(cls, config: dict | None = None) -> "DemucsSeparator":
-        """An untrained separator of the preset's architecture (for training)."""
-        return cls(build_model(config or PRESETS[cls.name]))
+        """An untrained separator of `config` (default: the small architecture), for training."""
+        return cls(build_model(config or cls.small_architecture))
 
     @classmethod
-    def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
-        where = cls.locate_weights(weights)
-        return local_weights_info(where) if isinstance(where, Path) else upstream_weights_info(where)
-
-    @classmethod
-    def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "DemucsSeparator":
-        where = cls.locate_weights(weights)
-        model, info = load_local(where) if isinstance(where, Path) else load_upstream(where)
-        return cls(model, info).to(device)
+    def weights_readers(cls) -> WeightsReaders:
+        return WeightsReaders(local_weights_info, upstream_weights_info, load_local, load_upstream)
 
     # -- inference ----------------------------------------------------------------------------
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -126,16 +108,28 @@ class DemucsSeparator(Separator):
         return save_local(self.model, Path(folder), self.name, training)
 
 
+# Small configurations of the real architectures, trainable on a 2-core CPU (~1 M parameters).
+DEMUCS_V2_SMALL = dict(
+    klass="Demucs", sources=list(SOURCES), audio_channels=2, channels=16, growth=2.0, depth=4, kernel_size=8, stride=4,
+    rewrite=True, glu=True, context=1, lstm_layers=2, dconv_mode=0, norm_starts=99, gelu=False, normalize=False,
+    resample=False, rescale=0.1, samplerate=44100, segment=30,
+)
+HDEMUCS_V3_SMALL = dict(
+    klass="HDemucs", sources=list(SOURCES), audio_channels=2, channels=8, growth=2, depth=5, nfft=4096, hybrid=True,
+    cac=True, rewrite=True, rescale=0.1, samplerate=44100, segment=30,
+)
+
+
 class DemucsV2(DemucsSeparator):
-    name = "demucs_v2"
-    family = "waveform"
+    name, family = "demucs_v2", "waveform"
     description = "Demucs v2-style waveform U-Net with BiLSTM (demucs package, Demucs class)"
+    small_architecture = DEMUCS_V2_SMALL
 
 
 class HDemucsV3(DemucsSeparator):
-    name = "hdemucs_v3"
-    family = "hybrid"
+    name, family = "hdemucs_v3", "hybrid"
     description = "Hybrid Demucs v3: waveform and spectrogram U-Nets (demucs package, HDemucs class)"
+    small_architecture = HDEMUCS_V3_SMALL
 
 
 # -- weights: local repositories -------------------------------------------------------------

@@ -27,26 +27,16 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
-from msgpp.separators.base import Separator, WeightsInfo
-from msgpp.separators.weights import (
-    atomic_write_bytes, fingerprint, safe_torch_load, torch_bytes, verify_files,
-    write_checksums,
-)
-
-# A small Open-Unmix (hidden 64, 2048-point STFT, input bins up to 16 kHz): ~310 k parameters per
-# target, trainable on a 2-core CPU. Upstream umxhq: nfft 4096, nhop 1024, hidden 512.
-PRESETS = {
-    "openunmix": dict(
-        targets=list(SOURCES), sample_rate=44100, nfft=2048, nhop=512, nb_channels=2,
-        hidden_size=64, nb_layers=3, bandwidth=16000, niter=0,
-    ),
-}
+from msgpp.files import atomic_write_bytes
+from msgpp.separators.base import Separator, WeightsInfo, WeightsReaders
+from msgpp.separators.weights import fingerprint, safe_torch_load, torch_bytes, verify_files, write_checksums
 
 
 def openunmix_model():
@@ -85,6 +75,13 @@ class OpenUnmixSeparator(Separator):
     name = "openunmix"
     family = "spectrogram"
     description = "Open-Unmix: one BiLSTM mask estimator per source + Wiener filter (openunmix package)"
+    trainer = "msgpp.separators.train:train_small_architecture"
+    # A small Open-Unmix (hidden 64, 2048-point STFT, input bins up to 16 kHz): ~310 k parameters
+    # per target, trainable on a 2-core CPU. Upstream umxhq: nfft 4096, nhop 1024, hidden 512.
+    small_architecture: ClassVar[dict] = dict(
+        targets=list(SOURCES), sample_rate=44100, nfft=2048, nhop=512, nb_channels=2,
+        hidden_size=64, nb_layers=3, bandwidth=16000, niter=0,
+    )
     segment_seconds = 30.0
     overlap_seconds = 2.0
     niter = 1  # Wiener EM iterations: openunmix's default; a separator.json may set its own
@@ -99,7 +96,7 @@ class OpenUnmixSeparator(Separator):
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def build(cls, config: dict | None = None) -> "OpenUnmixSeparator":
-        config = dict(config or PRESETS[cls.name])
+        config = dict(config or cls.small_architecture)
         module = openunmix_model()
         max_bin = max_bin_for(config["sample_rate"], config["nfft"], config["bandwidth"])
         targets = {
@@ -112,15 +109,8 @@ class OpenUnmixSeparator(Separator):
         return cls(_separator(module, targets, config), config=config)
 
     @classmethod
-    def weights_info(cls, weights: str | Path | None = None) -> WeightsInfo:
-        where = cls.locate_weights(weights)
-        return local_weights_info(where) if isinstance(where, Path) else upstream_weights_info(where)
-
-    @classmethod
-    def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "OpenUnmixSeparator":
-        where = cls.locate_weights(weights)
-        model, info, config = load_local(where) if isinstance(where, Path) else load_upstream(where)
-        return cls(model, info, config).to(device)
+    def weights_readers(cls) -> WeightsReaders:
+        return WeightsReaders(local_weights_info, upstream_weights_info, load_local, load_upstream)
 
     # -- inference ----------------------------------------------------------------------------
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:

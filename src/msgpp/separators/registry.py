@@ -19,13 +19,14 @@ from msgpp.errors import MsgppError
 
 ENTRY_POINT_GROUP = "msgpp.separators"
 
-# name → "module:Class"
+# name → "module:Class": the one list of the built-in separators (their family, sources and
+# training recipe are class attributes; msgpp.evaluation.families reads the families from here).
 BUILTIN: dict[str, str] = {
     "demucs_v2": "msgpp.separators.demucs:DemucsV2",
     "hdemucs_v3": "msgpp.separators.demucs:HDemucsV3",
     "openunmix": "msgpp.separators.openunmix:OpenUnmixSeparator",
-    "wavenet": "msgpp.separators.wavenet:WavenetSeparator",
-    "spleeter": "msgpp.separators.spleeter:SpleeterSeparator",
+    "wavenet": "msgpp.separators.wavenet.separator:WavenetSeparator",
+    "spleeter": "msgpp.separators.spleeter.separator:SpleeterSeparator",
 }
 
 

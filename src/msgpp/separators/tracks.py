@@ -9,9 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from msgpp.constants import SUBSETS
 from msgpp.errors import MsgppError
-
-SUBSETS = ("train", "test")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from msgpp.errors import MsgppError
-from msgpp.hub import sha256_file
+from msgpp.errors import MsgppError, first_line
+from msgpp.files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,19 @@ ENV_SEPARATORS_DIR = "MSGPP_SEPARATORS_DIR"
 _HASH_SUFFIX = re.compile(r"-(?P<sha>[0-9a-f]{8,64})$")
 
 
+# The shipped separator weights, package data: in a checkout `shipped` is a link to the top-level
+# `separators/` folder (where the weights are kept and trained into), and a wheel holds a copy of
+# it (pyproject.toml, [tool.setuptools.package-data]); so one path serves an editable install and
+# a wheel alike.
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+
+
 def separators_dir() -> Path:
-    """The folder of shipped separator assets: $MSGPP_SEPARATORS_DIR, else `separators/` at the
-    top of the source tree (an editable install)."""
+    """The folder of shipped separator assets, `<name>/` each: $MSGPP_SEPARATORS_DIR when set,
+    else msgpp/separators/shipped/ (the top-level `separators/` of a checkout)."""
     if os.environ.get(ENV_SEPARATORS_DIR):
         return Path(os.environ[ENV_SEPARATORS_DIR])
-    return Path(__file__).resolve().parents[3] / "separators"
+    return SHIPPED_DIR.resolve()  # through the link: paths in messages name separators/<name>/
 
 
 def shipped_folder(name: str) -> Path:
@@ -112,19 +119,6 @@ def write_checksums(folder: Path, files: Iterable[Path]) -> Path:
     return atomic_write_bytes(folder / CHECKSUMS_NAME, text.encode())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise MsgppError(f"{path}: cannot write ({error.strerror})") from None
-    return path
-
-
 def torch_bytes(obj) -> bytes:
     import torch
 
@@ -142,5 +136,4 @@ def safe_torch_load(path: Path, allowed: Iterable[type] = ()):
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad or foreign pickle
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise MsgppError(f"{path}: not a readable weights file ({first})") from None
+        raise MsgppError(f"{path}: not a readable weights file ({first_line(error, 200)})") from None

@@ -1,6 +1,6 @@
 """MSG's training data: salient 1-s windows of (separator estimate, ground truth) for one source.
 
-Data flow (MSG-SPEC.md, "Data"):
+Data flow (docs/training.md, "Data"):
 - ground truth: `<root>/<subset>/<track>/<source>.wav` (MUSDB18-HQ layout, the real one or the
   embedded benchmark); estimates: the estimate cache (msgpp.separators.cache.find_estimates) of
   every *training* separator. Held-out separators never reach the training stream.

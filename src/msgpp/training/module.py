@@ -1,6 +1,6 @@
 """MSG's LightningModule: one generator, one set of discriminators, two Adam optimisers.
 
-One training batch, top to bottom (MSG-SPEC.md, "Optimisation"):
+One training batch, top to bottom (docs/training.md, "What one batch does"):
   1. G forward: enhanced = G(estimate).
   2. D step on the *detached* fake: LSGAN(D(target) → 1, D(enhanced) → 0).
   3. G loss against the *updated* D: adversarial + deep feature matching + multi-resolution STFT
@@ -296,7 +296,7 @@ class MSGModule(L.LightningModule):
     # -- checkpoints -------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from msgpp.hub import versions
+        from msgpp.enhance.weights_file import versions
 
         # Everything export needs, as plain data (the state dict holds the weights).
         checkpoint["msgpp"] = {
