@@ -1,17 +1,19 @@
-"""`msgpp train` (LightningCLI: YAML configs in configs/, any option overridable) and
+r"""`msgpp train` (LightningCLI: YAML configs in configs/, any option overridable) and
 `msgpp export` (a checkpoint → the small inference file the enhancer loads).
 
     make train SOURCE=vocals PRESET=small                                   # = the next line
     msgpp train --config configs/base.yaml --config configs/small.yaml --config configs/small/vocals.yaml
     msgpp train ...the same... --trainer.max_steps 200 --data.batch_size 4
     msgpp train ...the same... --ckpt_path last                             # resume after a kill
-    msgpp train --config configs/base.yaml --config configs/paper.yaml --config configs/paper/bass.yaml --trainer.devices 4
+    msgpp train --config configs/base.yaml --config configs/paper.yaml --config configs/paper/bass.yaml \
+        --trainer.devices 4
     msgpp export runs/small/vocals --out weights/          # the best-validated checkpoint of the run
     msgpp export runs/small/vocals --last --out weights/   # the run's last.ckpt
 
 The command-line side only: the LightningCLI (run folders, precision, loggers, resuming) is
 cli.py, reading, choosing and exporting checkpoints is checkpoints.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,38 +32,56 @@ def register(subparsers) -> None:
         prefix_chars="+",  # so that argparse hands every --option through untouched
     )
     train.add_argument("cli_args", nargs=argparse.REMAINDER)
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train_enhancer)
 
     export = subparsers.add_parser(
-        "export", help="write a training checkpoint's generator as an inference weights file",
+        "export",
+        help="write a training checkpoint's generator as an inference weights file",
         description="Write msg-<source>-<sha8>.pt (config, generator weights, loss weights, versions, "
-                    "validation measures) from a `msgpp train` checkpoint. Given a run folder, a "
-                    "checkpoint folder or last.ckpt, it exports the checkpoint with the best validation "
-                    "score (docs/training.md, \"Model selection\").",
+        "validation measures) from a `msgpp train` checkpoint. Given a run folder, a "
+        "checkpoint folder or last.ckpt, it exports the checkpoint with the best validation "
+        'score (docs/training.md, "Model selection").',
     )
-    export.add_argument("checkpoint", help="a run folder, a checkpoint folder, or a .ckpt file written by `msgpp train` "
-                                           "(last.ckpt: the best of it and its sibling checkpoints)")
+    export.add_argument(
+        "checkpoint",
+        help="a run folder, a checkpoint folder, or a .ckpt file written by `msgpp train` "
+        "(last.ckpt: the best of it and its sibling checkpoints)",
+    )
     export.add_argument("--out", required=True, help="folder for the weights file")
     export.add_argument("--name", default=None, help="file stem (default: msg-<source>)")
     export.add_argument("--last", action="store_true", help="export last.ckpt instead of the best-validated checkpoint")
-    export.add_argument("--score-missing", action="store_true",
-                        help="measure the checkpoints that have no stored validation score on the run's "
-                             "validation songs (loads the run's data; see --root / --cache)")
-    export.add_argument("--average", type=int, default=1, metavar="K",
-                        help="also try the mean of the chosen checkpoint's generator and the K-1 checkpoints "
-                             "before it, measured on the validation songs; the average is exported when it "
-                             "scores higher and does no more harm (docs/training.md, \"Weight averaging\")")
-    export.add_argument("--root", default=None,
-                        help="with --score-missing / --average: the dataset folder (default: the run's data.root)")
-    export.add_argument("--cache", default=None,
-                        help="with --score-missing / --average: the estimate cache (default: the run's data.cache)")
+    export.add_argument(
+        "--score-missing",
+        action="store_true",
+        help="measure the checkpoints that have no stored validation score on the run's "
+        "validation songs (loads the run's data; see --root / --cache)",
+    )
+    export.add_argument(
+        "--average",
+        type=int,
+        default=1,
+        metavar="K",
+        help="also try the mean of the chosen checkpoint's generator and the K-1 checkpoints "
+        "before it, measured on the validation songs; the average is exported when it "
+        'scores higher and does no more harm (docs/training.md, "Weight averaging")',
+    )
+    export.add_argument(
+        "--root",
+        default=None,
+        help="with --score-missing / --average: the dataset folder (default: the run's data.root)",
+    )
+    export.add_argument(
+        "--cache",
+        default=None,
+        help="with --score-missing / --average: the estimate cache (default: the run's data.cache)",
+    )
     export.set_defaults(func=run_export)
 
 
 # -- train --------------------------------------------------------------------------------------
 
 
-def run_train(args) -> int:
+def run_train_enhancer(args) -> int:
     import warnings
 
     from msgpp.training.cli import build_cli  # Lightning: imported when training, not for `msgpp --help`
@@ -101,28 +121,39 @@ def run_export(args) -> int:
 
     if args.average < 1:
         raise MsgppError(f"--average must be a number of checkpoints ≥ 1, got {args.average}")
-    chosen, record = choose_checkpoint(args.checkpoint, last=args.last, score_missing=args.score_missing,
-                                       root=args.root, cache=args.cache)
+    chosen, record = choose_checkpoint(
+        args.checkpoint, last=args.last, score_missing=args.score_missing, root=args.root, cache=args.cache
+    )
     averaged = None
     if args.average > 1:
         averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, args.root, args.cache)
     if averaged:
-        print(f"exporting the mean of {len(averaged)} checkpoints ({', '.join(p.name for p in averaged)}): "
-              f"validation score {record['score']:+.4f}", file=sys.stderr)
-        path = export_checkpoint(chosen, args.out, args.name, validation=record, averaged=averaged, state_dict=state_dict)
+        print(
+            f"exporting the mean of {len(averaged)} checkpoints ({', '.join(p.name for p in averaged)}): "
+            f"validation score {record['score']:+.4f}",
+            file=sys.stderr,
+        )
+        path = export_checkpoint(
+            chosen, args.out, args.name, validation=record, averaged=averaged, state_dict=state_dict
+        )
     else:
         if record is None:
             print(f"exporting {chosen} (no validation score stored for its weights)", file=sys.stderr)
         else:
-            print(f"exporting {chosen} (batch {record['batches']}): validation score {record['score']:+.4f}",
-                  file=sys.stderr)
+            print(
+                f"exporting {chosen} (batch {record['batches']}): validation score {record['score']:+.4f}",
+                file=sys.stderr,
+            )
         path = export_checkpoint(chosen, args.out, args.name, validation=record)
     reasons = selection.do_no_harm(record["rows"]) if record is not None else []
     if reasons:
         banner = "WARNING: do no harm:"
-        lines = [f"{chosen.name} is WORSE than returning its input unchanged on the validation songs:",
-                 *(f"  - {reason}" for reason in reasons),
-                 "the file was written anyway; check the run (docs/training.md, \"Model selection\") before using it"]
+        exported = f"the mean of {', '.join(p.name for p in averaged)}" if averaged else chosen.name
+        lines = [
+            f"{exported} is WORSE than returning its input unchanged on the validation songs:",
+            *(f"  - {reason}" for reason in reasons),
+            'the file was written anyway; check the run (docs/training.md, "Model selection") before using it',
+        ]
         print("\n".join(f"{banner} {line}" for line in lines), file=sys.stderr)
     print(path)
     return 0
@@ -133,8 +164,13 @@ def try_average(where, chosen: Path, record: dict | None, count: int, root: str 
     mean validates better than `chosen` alone: a higher score and no more do-no-harm findings;
     otherwise (None, None, chosen's record). Both are measured on the run's validation songs."""
     from msgpp.training import selection
-    from msgpp.training.checkpoints import (ValidationSongs, average_before, average_generators,
-                                            generator_state, load_checkpoint)
+    from msgpp.training.checkpoints import (
+        ValidationSongs,
+        average_before,
+        average_generators,
+        generator_state,
+        load_checkpoint,
+    )
 
     members = average_before(where, chosen, count)
     if len(members) < 2:
@@ -146,9 +182,15 @@ def try_average(where, chosen: Path, record: dict | None, count: int, root: str 
     state_dict = average_generators([member.path for member in members])
     mean_record = songs.record(state_dict, members[-1].batches)
     harm, mean_harm = len(selection.do_no_harm(record["rows"])), len(selection.do_no_harm(mean_record["rows"]))
-    log.info("--average: %s alone %+.4f (%d do-no-harm findings); the mean of batches %s %+.4f (%d)",
-             chosen.name, record["score"], harm, ", ".join(str(m.batches) for m in members),
-             mean_record["score"], mean_harm)
+    log.info(
+        "--average: %s alone %+.4f (%d do-no-harm findings); the mean of batches %s %+.4f (%d)",
+        chosen.name,
+        record["score"],
+        harm,
+        ", ".join(str(m.batches) for m in members),
+        mean_record["score"],
+        mean_harm,
+    )
     if mean_record["score"] > record["score"] and mean_harm <= harm:
         return [member.path for member in members], state_dict, mean_record
     return None, None, record
