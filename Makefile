@@ -15,7 +15,7 @@ SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet
 SEPARATOR ?= hdemucs_v3
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm chromium
 
-.PHONY: install apt spleeter-env demo data separate stems train enhance evaluate bench test test-all figures clean
+.PHONY: install apt spleeter-env demo data separate stems train enhance evaluate bench lint test test-all test-gpu figures clean
 
 install: apt $(STAMP) spleeter-env
 
@@ -78,11 +78,20 @@ bench: install
 figures: data
 	$(PY) scripts/spectrogram_figure.py --root $(DATA) --out docs/figures/stems.png
 
-test: install
+# The linter and the formatter's check (pyproject.toml, [tool.ruff]) run before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
-test-all: install
+test-all: lint
 	$(PY) -m pytest -q -m "not gpu"
+
+# On a machine with a CUDA device (and a CUDA build of torch): without one these tests fail.
+test-gpu: lint
+	$(PY) -m pytest -q -m gpu
 
 clean:
 	rm -rf $(VENV) separators/spleeter/.venv .pytest_cache

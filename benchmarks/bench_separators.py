@@ -4,6 +4,7 @@ shipped separator, at 1 thread and at all of torch's threads; and the cost of a 
 
     python benchmarks/bench_separators.py [--seconds 20] [--separators demucs_v2,hdemucs_v3,openunmix]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ def cached_rerun_seconds(name: str, seconds: float) -> tuple[float, float]:
         for index in range(2):
             track = root / "test" / f"song-{index}"
             track.mkdir(parents=True)
-            sf.write(track / "mixture.wav", (0.1 * rng.standard_normal((int(seconds * 44100), 2))).astype(np.float32), 44100)
+            sf.write(
+                track / "mixture.wav", (0.1 * rng.standard_normal((int(seconds * 44100), 2))).astype(np.float32), 44100
+            )
         args = ["separate", "--root", str(root), "--separators", name, "--cache", str(Path(folder) / "cache")]
         times = []
         for _ in range(2):

@@ -6,6 +6,7 @@ run in the same environment (which rebuilds its estimator on every call), and th
 
     .venv/bin/python benchmarks/bench_spleeter_worker.py --seconds 5 --calls 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as temporary:
         result = subprocess.run(
-            [str(environment_python()), "-c", UPSTREAM_API, config, str(folder.resolve()), temporary,
-             str(args.seconds), str(args.calls)],
-            capture_output=True, text=True,
+            [
+                str(environment_python()),
+                "-c",
+                UPSTREAM_API,
+                config,
+                str(folder.resolve()),
+                temporary,
+                str(args.seconds),
+                str(args.calls),
+            ],
+            capture_output=True,
+            text=True,
             env={"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(args.threads), "PATH": "/usr/bin:/bin"},
         )
         if result.returncode != 0:

@@ -12,6 +12,7 @@ real-time factor (wall seconds per second of song) of separate + enhance per sep
 without and with --consistent, and prints the mean SI-SDR and onset F1 per source against the
 ground truth (msgpp.evaluation.metrics: 16 kHz mono, peak-normalised, as `msgpp evaluate`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,26 @@ def write_song(path: Path, seconds: float) -> Path:
 
 def run(song: Path, out: Path, separator: str, threads: int) -> dict:
     msgpp = Path(sys.executable).with_name("msgpp")
-    command = [str(msgpp), "separate", str(song), "--separator", separator, "--enhance", "--out", str(out),
-               "--force", "-q", "--threads", str(threads)]
-    result = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    command = [
+        str(msgpp),
+        "separate",
+        str(song),
+        "--separator",
+        separator,
+        "--enhance",
+        "--out",
+        str(out),
+        "--force",
+        "-q",
+        "--threads",
+        str(threads),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+    )
     if result.returncode:
         raise RuntimeError(result.stderr)
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -70,9 +87,11 @@ def consistency_metrics(root: Path, separator: str, songs: int) -> None:
     from msgpp.stems import StemSplitter
 
     tracks = sorted(path for path in (root / "test").iterdir() if (path / "mixture.wav").is_file())[:songs]
-    splitters = {"separator": StemSplitter(separator, enhance=False),
-                 "enhanced": StemSplitter(separator, enhance=True),
-                 "enhanced --consistent": StemSplitter(separator, enhance=True, consistent=True)}
+    splitters = {
+        "separator": StemSplitter(separator, enhance=False),
+        "enhanced": StemSplitter(separator, enhance=True),
+        "enhanced --consistent": StemSplitter(separator, enhance=True, consistent=True),
+    }
     sources = splitters["enhanced"].stems
     scores = {(kind, source): ([], []) for kind in splitters for source in sources}
     for track in tracks:
@@ -95,10 +114,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", type=float, default=60.0, help="seconds of the short song (default 60)")
     parser.add_argument("--long", type=float, default=1200.0, help="seconds of the long song (default 1200)")
-    parser.add_argument("--separators", default="demucs_v2,hdemucs_v3,openunmix",
-                        help="separators timed on the short song (the memory runs use the first)")
+    parser.add_argument(
+        "--separators",
+        default="demucs_v2,hdemucs_v3,openunmix",
+        help="separators timed on the short song (the memory runs use the first)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--metrics", type=Path, metavar="ROOT", help="measure --consistent on this MUSDB-layout folder instead")
+    parser.add_argument(
+        "--metrics", type=Path, metavar="ROOT", help="measure --consistent on this MUSDB-layout folder instead"
+    )
     parser.add_argument("--songs", type=int, default=8, help="test songs for --metrics (default 8)")
     args = parser.parse_args()
     names = [name for name in args.separators.split(",") if name]
@@ -116,9 +140,12 @@ def main() -> int:
         short_run = run(short, folder / "out", names[0], args.threads)
         long_run = run(long, folder / "out", names[0], args.threads)
         ratio = long_run["peak_mb"] / short_run["peak_mb"]
-        print(f"peak RSS, {names[0]} + enhance, {args.threads} threads: {args.short:.0f} s song {short_run['peak_mb']:.0f} MB, "
-              f"{args.long:.0f} s song {long_run['peak_mb']:.0f} MB: ratio {ratio:.2f} (goal <= 1.2)"
-              f"  [first run, graphs exported: {first['peak_mb']:.0f} MB]")
+        print(
+            f"peak RSS, {names[0]} + enhance, {args.threads} threads: "
+            f"{args.short:.0f} s song {short_run['peak_mb']:.0f} MB, "
+            f"{args.long:.0f} s song {long_run['peak_mb']:.0f} MB: ratio {ratio:.2f} (goal <= 1.2)"
+            f"  [first run, graphs exported: {first['peak_mb']:.0f} MB]"
+        )
         print(f"{'separator':<12} {'RTF separate+enhance':>21}  ({args.short:.0f} s song, {args.threads} threads)")
         for name in names:
             figures = short_run if name == names[0] else run(short, folder / "out", name, args.threads)

@@ -16,6 +16,7 @@ that the step reaches.
 
     python benchmarks/bench_training.py [--threads 1] [--rounds 5] [--batch 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,7 +86,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     target = torch.randn(args.batch, 1, RATE, generator=generator) * 0.1
     configurations = {"before": build("frequency"), "now": build("time")}
     best = dict.fromkeys(configurations, float("inf"))
-    for name, (module, optimizer_g, optimizer_d) in configurations.items():  # warm-up
+    for module, optimizer_g, optimizer_d in configurations.values():  # warm-up
         train_batch(module, optimizer_g, optimizer_d, estimate, target)
     for _ in range(args.rounds):
         for name, (module, optimizer_g, optimizer_d) in configurations.items():
@@ -112,15 +113,19 @@ def main(argv: list[str] | None = None) -> int:
             best[name] = min(best[name], (time.perf_counter() - start) / args.batches)
 
     bound = matmul_gflops()
-    print(f"small preset, batch {args.batch} x 1 s at 16 kHz, {args.threads} thread(s), best of {args.rounds} "
-          f"interleaved rounds of {args.batches} batches; fp32 2048^3 matmul here: {bound:.0f} GFLOP/s")
+    print(
+        f"small preset, batch {args.batch} x 1 s at 16 kHz, {args.threads} thread(s), best of {args.rounds} "
+        f"interleaved rounds of {args.batches} batches; fp32 2048^3 matmul here: {bound:.0f} GFLOP/s"
+    )
     print("| configuration | s per batch | clips/s | GFLOP per batch | GFLOP/s | of the matmul bound |")
     print("|---|---|---|---|---|---|")
     for name, (module, _, _) in configurations.items():
         flops = step_flops(module, estimate, target) / 1e9
         seconds = best[name]
-        print(f"| {name} | {seconds:.3f} | {args.batch / seconds:.2f} | {flops:.1f} | {flops / seconds:.1f} | "
-              f"{flops / seconds / bound:.0%} |")
+        print(
+            f"| {name} | {seconds:.3f} | {args.batch / seconds:.2f} | {flops:.1f} | {flops / seconds:.1f} | "
+            f"{flops / seconds / bound:.0%} |"
+        )
     print(f"now / before: {best['before'] / best['now']:.2f}x the clips per second")
     return 0
 

@@ -7,6 +7,7 @@ real-time factor (seconds of 4-stem audio made per second of work), the wall tim
 preset on one worker (it runs once per test session), and the projected time of the default
 preset on this machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main() -> None:
     default = BENCHMARK_PRESETS["default"]
     songs = default.train + default.test
     projected = songs * per_song * default.seconds / args.seconds
-    print(f"default preset projected (CPU)  {projected:7.1f} s  = {projected / 2:.0f} s wall on 2 idle cores "
-          f"({songs} songs of {default.seconds:.0f} s, + file writing)")
+    print(
+        f"default preset projected (CPU)  {projected:7.1f} s  = {projected / 2:.0f} s wall on 2 idle cores "
+        f"({songs} songs of {default.seconds:.0f} s, + file writing)"
+    )
 
 
 if __name__ == "__main__":

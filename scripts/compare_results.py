@@ -15,6 +15,7 @@ run A ("before") and MSG of run B ("after"), each change with its 95 % bootstrap
     python scripts/compare_results.py outputs/report/results.csv          # one run: its own checks
     python scripts/compare_results.py a/results.csv,b/results.csv c/results.csv,d/results.csv   # pooled runs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,11 @@ def _change(cell, digits: int) -> str:
 
 def table(metric: str, after: dict, before: dict | None) -> str:
     label, digits = MEASURES[metric]
-    head = "| source | separator | raw | " + ("MSG before (Δ [95 % CI]) | " if before is not None else "") + "MSG now (Δ [95 % CI]) |"
+    head = (
+        "| source | separator | raw | "
+        + ("MSG before (Δ [95 % CI]) | " if before is not None else "")
+        + "MSG now (Δ [95 % CI]) |"
+    )
     lines = [f"**{label}**", "", head, "|" + "---|" * (head.count("|") - 1)]
     for (source, separator), cell in sorted(after.items()):
         row = f"| {source} | {separator} | {cell.raw.mean:.{digits}f} | "
@@ -77,28 +82,52 @@ def checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
 
     bass_rolloff = of("bass", rolloff)
     lower = [s for s, c in bass_rolloff.items() if c.delta.mean < 0]
-    results.append(("bass: mean abs. rolloff error lower for every separator", len(lower) == len(bass_rolloff) > 0,
-                    f"{len(lower)}/{len(bass_rolloff)} lower"))
+    results.append(
+        (
+            "bass: mean abs. rolloff error lower for every separator",
+            len(lower) == len(bass_rolloff) > 0,
+            f"{len(lower)}/{len(bass_rolloff)} lower",
+        )
+    )
     bass_onset = of("bass", onset)
     not_lower = [s for s, c in bass_onset.items() if c.delta.high >= 0]
-    results.append(("bass: onset F1 not lower for >= 4 of 5, hdemucs_v3 among them",
-                    len(not_lower) >= 4 and "hdemucs_v3" in not_lower,
-                    f"not lower: {', '.join(not_lower) or 'none'}"))
+    results.append(
+        (
+            "bass: onset F1 not lower for >= 4 of 5, hdemucs_v3 among them",
+            len(not_lower) >= 4 and "hdemucs_v3" in not_lower,
+            f"not lower: {', '.join(not_lower) or 'none'}",
+        )
+    )
     drums_onset = of("drums", onset)
     not_lower = [s for s, c in drums_onset.items() if c.delta.high >= 0]
-    results.append(("drums: onset F1 not lower for >= 4 of 5", len(not_lower) >= 4,
-                    f"not lower: {', '.join(not_lower) or 'none'}"))
+    results.append(
+        ("drums: onset F1 not lower for >= 4 of 5", len(not_lower) >= 4, f"not lower: {', '.join(not_lower) or 'none'}")
+    )
     drums_rolloff = of("drums", rolloff)
     within = [s for s, c in drums_rolloff.items() if c.delta.mean <= 10]
-    results.append(("drums: mean abs. rolloff error at most 10 cents above raw everywhere", len(within) == len(drums_rolloff) > 0,
-                    ", ".join(f"{s} {c.delta.mean:+.0f}" for s, c in drums_rolloff.items())))
+    results.append(
+        (
+            "drums: mean abs. rolloff error at most 10 cents above raw everywhere",
+            len(within) == len(drums_rolloff) > 0,
+            ", ".join(f"{s} {c.delta.mean:+.0f}" for s, c in drums_rolloff.items()),
+        )
+    )
     for source in ("vocals", "other"):
         cells_ = of(source, distance)
         lower = [s for s, c in cells_.items() if c.delta.mean < 0]
         worse = [s for s, c in cells_.items() if c.delta.low > 0]
-        results.append((f"{source}: MR-STFT lower for >= 4 of 5, none worse with an interval excluding 0",
-                        len(lower) >= 4 and not worse, f"lower {len(lower)}/{len(cells_)}; worse: {', '.join(worse) or 'none'}"))
-    bad = [f"{src}/{sep} {c.delta.mean:+.2f}" for (src, sep), c in sisdr.items() if c.delta is not None and c.delta.mean < -1]
+        results.append(
+            (
+                f"{source}: MR-STFT lower for >= 4 of 5, none worse with an interval excluding 0",
+                len(lower) >= 4 and not worse,
+                f"lower {len(lower)}/{len(cells_)}; worse: {', '.join(worse) or 'none'}",
+            )
+        )
+    bad = [
+        f"{src}/{sep} {c.delta.mean:+.2f}"
+        for (src, sep), c in sisdr.items()
+        if c.delta is not None and c.delta.mean < -1
+    ]
     results.append(("SI-SDR: mean change >= -1 dB in every cell", not bad, ", ".join(bad) or "all cells"))
     return results
 

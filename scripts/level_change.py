@@ -7,6 +7,7 @@ msgpp.Enhancer as a user would run it).
 
     python scripts/level_change.py [--cache cache/estimates] [--songs 5] [bass=path/to/msg-bass.pt ...]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ selection score. The model cards show these figures.
 
     python scripts/plot_validation.py runs/small/bass --out docs/figures/validation-bass.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,19 +53,24 @@ def plot(rows: list[dict], title: str, out: Path) -> None:
                 series[row["separator"]][column][batch] = float(value)
     figure, axes = plt.subplots(1, len(MEASURES) + 1, figsize=(4 * (len(MEASURES) + 1), 3.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for axis, (measure, label) in zip(axes, MEASURES.items()):
+    for axis, (measure, label) in zip(axes[:-1], MEASURES.items(), strict=True):
         for number, (separator, columns) in enumerate(sorted(series.items())):
             colour = colours[number % len(colours)]
             for kind, style in (("raw", "--"), ("enhanced", "-")):
                 points = sorted(columns.get(f"{measure}_{kind}", {}).items())
                 if points:
-                    axis.plot(*zip(*points), style, color=colour, marker="." if kind == "enhanced" else None,
-                              label=f"{separator} {kind}")
+                    axis.plot(
+                        *zip(*points, strict=True),
+                        style,
+                        color=colour,
+                        marker="." if kind == "enhanced" else None,
+                        label=f"{separator} {kind}",
+                    )
         axis.set_title(label, fontsize=9)
         axis.set_xlabel("batches")
     axes[0].legend(fontsize=6, ncol=2)
     points = sorted(scores.items())
-    axes[-1].plot(*zip(*points), "k.-")
+    axes[-1].plot(*zip(*points, strict=True), "k.-")
     axes[-1].axhline(0.0, color="grey", linewidth=0.8)
     axes[-1].set_title("selection score (0 = the input)", fontsize=9)
     axes[-1].set_xlabel("batches")

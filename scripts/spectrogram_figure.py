@@ -1,7 +1,8 @@
 """Draw one song of a MUSDB-layout folder: a log-frequency spectrogram of the mixture and of each stem.
 
-    python scripts/spectrogram_figure.py --root data/musdb-embedded --out docs/figures/stems.png
+python scripts/spectrogram_figure.py --root data/musdb-embedded --out docs/figures/stems.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,14 @@ import sys
 
 import numpy as np
 
+from msgpp.constants import SOURCES, SUBSETS
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="MUSDB18(-HQ) layout folder")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--subset", default="test", choices=["train", "test"])
+    parser.add_argument("--subset", default="test", choices=SUBSETS)
     parser.add_argument("--track", default=None, help="track name (default: the first of the subset)")
     parser.add_argument("--seconds", type=float, default=12.0, help="how much of the song to draw (from its start)")
     args = parser.parse_args(argv)
@@ -24,7 +27,6 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from msgpp.constants import SOURCES
     from msgpp.data.musdb import open_tracks
     from msgpp.errors import MsgppError
     from msgpp.files import atomic_path
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
     length = int(args.seconds * sr)
 
     figure, axes = plt.subplots(len(rows), 1, figsize=(11, 2.1 * len(rows)), sharex=True)
-    for axis, (name, audio) in zip(axes, rows):
+    for axis, (name, audio) in zip(axes, rows, strict=True):
         mono = audio[:, :length].mean(axis=0)
         times, freqs, db = log_spectrogram(mono, sr)
         axis.pcolormesh(times, freqs, db, shading="auto", cmap="magma", vmin=-90, vmax=0)

@@ -1,9 +1,11 @@
-"""Draw one stem before and after enhancement: log-frequency spectrograms of the separator's stem
+r"""Draw one stem before and after enhancement: log-frequency spectrograms of the separator's stem
 (`--keep-raw` writes it as <stem>_raw) above the enhanced one, and their difference.
 
     msgpp separate song.mp3 --enhance --keep-raw --stems bass --out stems/
-    python scripts/stem_before_after.py stems/song/bass_raw.wav stems/song/bass.wav --out docs/figures/bass-before-after.png
+    python scripts/stem_before_after.py stems/song/bass_raw.wav stems/song/bass.wav \
+        --out docs/figures/bass-before-after.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +43,14 @@ def main(argv=None) -> int:
         return 2
     length = min(before.shape[1], after.shape[1], int(args.seconds * rate))
     spectra = [log_spectrogram(audio[:, :length].mean(axis=0), rate) for audio in (before, after)]
-    rows = [(f"before\n({args.before.name})", spectra[0][2], "magma", (-90, 0)),
-            (f"after\n({args.after.name})", spectra[1][2], "magma", (-90, 0)),
-            ("after − before\ndB", spectra[1][2] - spectra[0][2], "coolwarm", (-20, 20))]
+    rows = [
+        (f"before\n({args.before.name})", spectra[0][2], "magma", (-90, 0)),
+        (f"after\n({args.after.name})", spectra[1][2], "magma", (-90, 0)),
+        ("after − before\ndB", spectra[1][2] - spectra[0][2], "coolwarm", (-20, 20)),
+    ]
     times, freqs = spectra[0][0], spectra[0][1]
     figure, axes = plt.subplots(len(rows), 1, figsize=(11, 2.3 * len(rows)), sharex=True)
-    for axis, (name, db, colours, (low, high)) in zip(axes, rows):
+    for axis, (name, db, colours, (low, high)) in zip(axes, rows, strict=True):
         mesh = axis.pcolormesh(times, freqs, db, shading="auto", cmap=colours, vmin=low, vmax=high)
         axis.set_yscale("log")
         axis.set_ylim(30, rate / 2)

@@ -1,4 +1,5 @@
 """Shared fixtures. `tiny_root`: the embedded benchmark's tiny preset, generated once per session."""
+
 from __future__ import annotations
 
 import os

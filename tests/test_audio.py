@@ -1,4 +1,5 @@
 """msgpp.audio: round trips per subtype and rate, resampling, channels, and the clear errors."""
+
 import numpy as np
 import pytest
 import soundfile as sf

@@ -1,4 +1,5 @@
 """The `msgpp` entry point: help, version, and one-line errors without traceback."""
+
 import subprocess
 import sys
 
@@ -31,7 +32,9 @@ def test_no_command_prints_help_and_fails(capsys):
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
-    result = _run("data", "--root", str(tmp_path / "x"), "--preset", "tiny", "--soundfont", str(tmp_path / "missing.sf2"))
+    result = _run(
+        "data", "--root", str(tmp_path / "x"), "--preset", "tiny", "--soundfont", str(tmp_path / "missing.sf2")
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("msgpp: error:"), result.stderr
@@ -47,11 +50,15 @@ def test_demo_runs_the_stages_in_order_and_stops_at_a_failing_one(monkeypatch, c
     calls = []
     monkeypatch.setattr(demo, "make_benchmark", lambda root, preset, seed: calls.append(("data", root, preset, seed)))
     monkeypatch.setattr(demo, "separate_test_songs", lambda root, names, cache: calls.append(("separate", names)))
-    monkeypatch.setattr(demo, "enhance_and_evaluate",
-                        lambda root, cache, out, names: calls.append(("evaluate", str(out))))
+    monkeypatch.setattr(
+        demo, "enhance_and_evaluate", lambda root, cache, out, names: calls.append(("evaluate", str(out)))
+    )
     assert main(["demo", "--root", "r", "--cache", "c", "--out", "o", "--preset", "tiny"]) == 0
-    assert calls == [("data", "r", "tiny", 0), ("separate", "demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet"),
-                     ("evaluate", "o/report")]
+    assert calls == [
+        ("data", "r", "tiny", 0),
+        ("separate", "demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet"),
+        ("evaluate", "o/report"),
+    ]
     out = capsys.readouterr().out
     assert "== demo step 2/3: separate the test songs (msgpp separate --root r" in out and "Report: o/report" in out
 

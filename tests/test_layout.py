@@ -5,6 +5,7 @@ module is handed to the other), so (a) imports each module alone in a fresh inte
 (b) checks the graph of all import statements of src/msgpp, including those inside functions,
 which run later but close the same loop.
 """
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "msgpp"
+from tests.helpers import REPO
+
+PACKAGE = REPO / "src" / "msgpp"
 
 
 def module_files() -> dict[str, Path]:
@@ -81,7 +84,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 cycle = visit(target)
                 if cycle:
@@ -164,8 +167,11 @@ def _external_imports() -> list[str]:
 def test_every_module_imports_on_its_own():
     modules = sorted(module_files())
     result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EACH], input=json.dumps([modules, _external_imports()]),
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", _IMPORT_EACH],
+        input=json.dumps([modules, _external_imports()]),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     failures = json.loads(result.stdout.strip().splitlines()[-1])

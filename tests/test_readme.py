@@ -1,10 +1,12 @@
 """The README's Python examples run verbatim, with the weights that ship in this repository."""
+
 import re
-from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parents[1] / "README.md"
+from tests.helpers import REPO
+
+README = REPO / "README.md"
 
 
 def test_readme_python_examples_run_verbatim(tmp_path, monkeypatch):

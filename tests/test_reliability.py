@@ -2,6 +2,7 @@
 filesystem faults, interruptions and concurrency. A user mistake ends with exit status 2 and
 exactly one line on stderr (no traceback), and leaves no temporary file behind; edge input that
 should work gives finite audio of the right shape."""
+
 from __future__ import annotations
 
 import errno
@@ -20,6 +21,7 @@ from msgpp.cli import main
 from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import InvalidValue, MsgppError
 from msgpp.models.generator import build_generator
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -65,8 +67,14 @@ def dead_pid() -> int:
 def weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     generator = build_generator(TINY)
-    return save_inference_file(tmp_path_factory.mktemp("weights"), "msg-bass", source="bass", sample_rate=16000,
-                               generator_config=generator.config, state_dict=generator.state_dict())
+    return save_inference_file(
+        tmp_path_factory.mktemp("weights"),
+        "msg-bass",
+        source="bass",
+        sample_rate=16000,
+        generator_config=generator.config,
+        state_dict=generator.state_dict(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +129,50 @@ OPTION_CASES = {
     "separate --block nan": ["separate", "{song}", "--out", "{tmp}/stems", "--block", "nan"],
     "separate --block inf": ["separate", "{song}", "--out", "{tmp}/stems", "--block", "inf"],
     "separate --threads -1": ["separate", "{song}", "--out", "{tmp}/stems", "--threads", "-1"],
-    "separate --accelerator foo": ["separate", "--root", "{root}", "--separators", "openunmix", "--cache", "{tmp}/c",
-                                   "--accelerator", "foo"],
-    "separate --devices 0": ["separate", "--root", "{root}", "--separators", "openunmix", "--cache", "{tmp}/c",
-                             "--devices", "0"],
-    "separate --devices two": ["separate", "--root", "{root}", "--separators", "openunmix", "--cache", "{tmp}/c",
-                               "--devices", "two"],
-    "separate --workers -1": ["separate", "--root", "{root}", "--separators", "openunmix", "--cache", "{tmp}/c",
-                              "--workers", "-1"],
+    "separate --accelerator foo": [
+        "separate",
+        "--root",
+        "{root}",
+        "--separators",
+        "openunmix",
+        "--cache",
+        "{tmp}/c",
+        "--accelerator",
+        "foo",
+    ],
+    "separate --devices 0": [
+        "separate",
+        "--root",
+        "{root}",
+        "--separators",
+        "openunmix",
+        "--cache",
+        "{tmp}/c",
+        "--devices",
+        "0",
+    ],
+    "separate --devices two": [
+        "separate",
+        "--root",
+        "{root}",
+        "--separators",
+        "openunmix",
+        "--cache",
+        "{tmp}/c",
+        "--devices",
+        "two",
+    ],
+    "separate --workers -1": [
+        "separate",
+        "--root",
+        "{root}",
+        "--separators",
+        "openunmix",
+        "--cache",
+        "{tmp}/c",
+        "--workers",
+        "-1",
+    ],
     "separators score --limit 0": ["separators", "score", "openunmix", "--root", "{root}", "--limit", "0"],
     "separators score --threads -2": ["separators", "score", "openunmix", "--root", "{root}", "--threads", "-2"],
     "separators train --steps 0": ["separators", "train", "demucs_v2", "--root", "{root}", "--steps", "0"],
@@ -136,17 +180,46 @@ OPTION_CASES = {
     "separators train --segment inf": ["separators", "train", "demucs_v2", "--root", "{root}", "--segment", "inf"],
     "listening-test analyse --alpha 7": ["listening-test", "analyse", "{tmp}", "{tmp}", "--alpha", "7"],
     "listening-test analyse --alpha nan": ["listening-test", "analyse", "{tmp}", "{tmp}", "--alpha", "nan"],
-    "listening-test make --seconds nan": ["listening-test", "make", "--cache", "{tmp}", "--enhanced", "{tmp}",
-                                          "--out", "{tmp}/kit", "--seconds", "nan"],
-    "listening-test make --pairs 0": ["listening-test", "make", "--cache", "{tmp}", "--enhanced", "{tmp}",
-                                      "--out", "{tmp}/kit", "--pairs", "0"],
+    "listening-test make --seconds nan": [
+        "listening-test",
+        "make",
+        "--cache",
+        "{tmp}",
+        "--enhanced",
+        "{tmp}",
+        "--out",
+        "{tmp}/kit",
+        "--seconds",
+        "nan",
+    ],
+    "listening-test make --pairs 0": [
+        "listening-test",
+        "make",
+        "--cache",
+        "{tmp}",
+        "--enhanced",
+        "{tmp}",
+        "--out",
+        "{tmp}/kit",
+        "--pairs",
+        "0",
+    ],
     "evaluate --excerpts -1": ["evaluate", "--cache", "{tmp}", "--out", "{tmp}/e", "--excerpts", "-1"],
     "export --name ../x": ["export", "{tmp}/missing.ckpt", "--out", "{tmp}/w", "--name", "../x"],
     "export --name .hidden": ["export", "{tmp}/missing.ckpt", "--out", "{tmp}/w", "--name", ".hidden"],
 }
 if not torch.cuda.is_available():
     OPTION_CASES["separate --accelerator gpu without CUDA"] = [
-        "separate", "--root", "{root}", "--separators", "openunmix", "--cache", "{tmp}/c", "--accelerator", "gpu"]
+        "separate",
+        "--root",
+        "{root}",
+        "--separators",
+        "openunmix",
+        "--cache",
+        "{tmp}/c",
+        "--accelerator",
+        "gpu",
+    ]
 
 
 @pytest.mark.parametrize("argv", OPTION_CASES.values(), ids=OPTION_CASES.keys())
@@ -159,9 +232,26 @@ def test_bad_options(argv, song, layout, tmp_path, capsys):
 def test_devices_beyond_what_exists_is_refused_at_once(layout, tmp_path):
     """`--devices 99` on a CPU used to wait forever for 98 missing ranks."""
     result = subprocess.run(
-        [sys.executable, "-m", "msgpp.cli", "separate", "--root", str(layout), "--separators", "openunmix",
-         "--cache", str(tmp_path / "cache"), "--accelerator", "cpu", "--devices", "99"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "msgpp.cli",
+            "separate",
+            "--root",
+            str(layout),
+            "--separators",
+            "openunmix",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "99",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert_one_line_error(result.returncode, result.stderr, tmp_path, "--devices 99")
 
@@ -196,7 +286,9 @@ def _weights_case(kind: str, folder: Path, good: Path) -> Path:
         torch.save({**package, "state_dict": state}, path)
     elif kind == "wrong shapes":
         path = folder / "shapes.pt"
-        state = {key: torch.zeros(3) if value.is_floating_point() else value for key, value in package["state_dict"].items()}
+        state = {
+            key: torch.zeros(3) if value.is_floating_point() else value for key, value in package["state_dict"].items()
+        }
         torch.save({**package, "state_dict": state}, path)
     elif kind == "refused pickle":
         path = folder / "pickle.pt"
@@ -211,8 +303,18 @@ def _weights_case(kind: str, folder: Path, good: Path) -> Path:
     return path
 
 
-WEIGHT_CASES = ["empty", "random bytes", "keyless dict", "no state_dict", "empty state_dict", "NaN weight",
-                "huge weight (flipped bit, no hash)", "wrong shapes", "refused pickle", "flipped byte in hashed file"]
+WEIGHT_CASES = [
+    "empty",
+    "random bytes",
+    "keyless dict",
+    "no state_dict",
+    "empty state_dict",
+    "NaN weight",
+    "huge weight (flipped bit, no hash)",
+    "wrong shapes",
+    "refused pickle",
+    "flipped byte in hashed file",
+]
 
 
 @pytest.mark.parametrize("kind", WEIGHT_CASES)
@@ -243,8 +345,13 @@ def test_unhashed_weights_load_with_a_warning(weights, tmp_path, caplog):
 
 # -- bad audio -------------------------------------------------------------------------------------
 def _audio_case(kind: str, folder: Path) -> Path:
-    formats = {"aiff": ("AIFF", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
-               "mp3": ("MP3", "MPEG_LAYER_III"), "wav": ("WAV", "PCM_16")}
+    formats = {
+        "aiff": ("AIFF", "PCM_16"),
+        "flac": ("FLAC", "PCM_16"),
+        "ogg": ("OGG", "VORBIS"),
+        "mp3": ("MP3", "MPEG_LAYER_III"),
+        "wav": ("WAV", "PCM_16"),
+    }
     extension = kind.split()[-1].lstrip(".")
     whole = folder / f"whole.{extension}"
     sf.write(whole, tone(16000, 16000), 16000, format=formats[extension][0], subtype=formats[extension][1])
@@ -320,8 +427,9 @@ def test_separate_six_channels(openunmix):
     assert all(estimate.shape == (6, 4410) for estimate in estimates.values())
 
 
-@pytest.mark.parametrize("options", [dict(segment=float("nan")), dict(overlap=float("inf")), dict(batch_size="2"),
-                                     dict(segment="5")])
+@pytest.mark.parametrize(
+    "options", [dict(segment=float("nan")), dict(overlap=float("inf")), dict(batch_size="2"), dict(segment="5")]
+)
 def test_enhancer_refuses_bad_numbers(options, weights):
     from msgpp import Enhancer
 
@@ -329,8 +437,9 @@ def test_enhancer_refuses_bad_numbers(options, weights):
         Enhancer.from_pretrained(str(weights), device="cpu", backend="torch", **options)
 
 
-@pytest.mark.parametrize("audio, rate", [(np.zeros(1000, np.float32), "16000"), (np.zeros(1000, np.float32), None),
-                                         (None, 16000)])
+@pytest.mark.parametrize(
+    "audio, rate", [(np.zeros(1000, np.float32), "16000"), (np.zeros(1000, np.float32), None), (None, 16000)]
+)
 def test_enhancer_call_refuses_bad_types(audio, rate, weights):
     from msgpp import Enhancer
 
@@ -345,8 +454,11 @@ def test_stems_that_do_not_match_the_mixture_are_refused(change, layout):
     from msgpp.data.musdb import open_tracks
 
     bass = layout / "test" / "song" / "bass.wav"
-    audio = {"rate": (tone(11025, 22050), 22050), "length": (tone(5000, 44100), 44100),
-             "channels": (tone(11025, 44100, 1), 44100)}[change]
+    audio = {
+        "rate": (tone(11025, 22050), 22050),
+        "length": (tone(5000, 44100), 44100),
+        "channels": (tone(11025, 44100, 1), 44100),
+    }[change]
     sf.write(bass, *audio, subtype="PCM_16")
     (track,) = open_tracks(layout, "test")
     with pytest.raises(MsgppError, match="bass.wav"):
@@ -362,8 +474,10 @@ def test_enhancer_of_another_source_is_refused():
 
 def test_evaluate_out_on_a_file(tmp_path, capsys):
     (tmp_path / "report").write_text("a file\n")
-    code, err = run_cli(["evaluate", "--cache", tmp_path, "--out", tmp_path / "report", "--enhancers", "none",
-                         "--root", tmp_path], capsys)
+    code, err = run_cli(
+        ["evaluate", "--cache", tmp_path, "--out", tmp_path / "report", "--enhancers", "none", "--root", tmp_path],
+        capsys,
+    )
     assert_one_line_error(code, err, tmp_path, "not a folder")
 
 
@@ -383,12 +497,21 @@ def _kit(folder: Path) -> Path:
 
     kit = folder / "kit"
     kit.mkdir()
-    key = {"format": KEY_FORMAT, "kit_id": "k1", "tests": {"t00": {"separator": "s", "source": "bass"}},
-           "items": {"i1": {"test": "t00", "A": "msg", "B": "raw"}, "i2": {"test": "t00", "A": "raw", "B": "msg"}},
-           "screening": {}}
+    key = {
+        "format": KEY_FORMAT,
+        "kit_id": "k1",
+        "tests": {"t00": {"separator": "s", "source": "bass"}},
+        "items": {"i1": {"test": "t00", "A": "msg", "B": "raw"}, "i2": {"test": "t00", "A": "raw", "B": "msg"}},
+        "screening": {},
+    }
     (kit / "answer_key.json").write_text(json.dumps(key))
-    answers = {"format": ANSWER_FORMAT, "kit_id": "k1", "listener": "ann", "session": "s1",
-               "answers": [{"item": "i1", "choice": "A"}, {"item": "i2", "choice": "B"}]}
+    answers = {
+        "format": ANSWER_FORMAT,
+        "kit_id": "k1",
+        "listener": "ann",
+        "session": "s1",
+        "answers": [{"item": "i1", "choice": "A"}, {"item": "i2", "choice": "B"}],
+    }
     (folder / "answers").mkdir()
     (folder / "answers" / "ann.json").write_text(json.dumps(answers))
     return kit
@@ -434,8 +557,24 @@ def test_a_killed_enhance_leaves_nothing_the_rerun_keeps(weights, song, tmp_path
     out.mkdir()
     stale = out / f".song.{dead_pid()}-abcd1234.tmp.wav"
     stale.write_bytes(b"RIFF" + bytes(1000))  # what a SIGKILLed run leaves
-    code, err = run_cli(["enhance", song, "--out", out, "--model", weights, "-q", "--segment", "0.25",
-                         "--overlap", "0.05", "--backend", "torch"], capsys)
+    code, err = run_cli(
+        [
+            "enhance",
+            song,
+            "--out",
+            out,
+            "--model",
+            weights,
+            "-q",
+            "--segment",
+            "0.25",
+            "--overlap",
+            "0.05",
+            "--backend",
+            "torch",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(path.name for path in out.iterdir()) == ["song.wav"]
 
@@ -469,8 +608,14 @@ def test_weights_export_on_a_full_disk(weights, tmp_path, monkeypatch):
     package = torch.load(weights, weights_only=True)
     monkeypatch.setattr(msgpp.files, "open", _FullDisk, raising=False)
     with pytest.raises(MsgppError, match="disk full") as caught:
-        save_inference_file(tmp_path, "msg-bass", source="bass", sample_rate=16000,
-                            generator_config=package["generator_config"], state_dict=package["state_dict"])
+        save_inference_file(
+            tmp_path,
+            "msg-bass",
+            source="bass",
+            sample_rate=16000,
+            generator_config=package["generator_config"],
+            state_dict=package["state_dict"],
+        )
     assert len(str(caught.value).splitlines()) == 1
     assert not list(tmp_path.iterdir())
 
@@ -507,8 +652,14 @@ def test_written_files_honour_the_umask(tmp_path):
 def test_weights_names_are_plain_file_names(name, weights, tmp_path):
     package = torch.load(weights, weights_only=True)
     with pytest.raises(MsgppError, match="plain file name"):
-        save_inference_file(tmp_path / "w", name, source="bass", sample_rate=16000,
-                            generator_config=package["generator_config"], state_dict=package["state_dict"])
+        save_inference_file(
+            tmp_path / "w",
+            name,
+            source="bass",
+            sample_rate=16000,
+            generator_config=package["generator_config"],
+            state_dict=package["state_dict"],
+        )
     assert not (tmp_path / "x").exists() and not (tmp_path / "w").exists()
 
 
@@ -598,7 +749,7 @@ def test_data_bad_workers(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["random bytes", "refused pickle", "missing"])
 def test_train_ckpt_path_that_is_not_a_checkpoint(kind, tmp_path, capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # a valid config; the checkpoint is refused
+    config = REPO / "configs" / "base.yaml"  # a valid config; the checkpoint is refused
     checkpoint = tmp_path / "bad.ckpt"
     if kind == "random bytes":
         checkpoint.write_bytes(np.random.default_rng(1).bytes(3000))

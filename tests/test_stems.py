@@ -4,6 +4,7 @@ Songs are 2-second synthetic mixes; the shipped hdemucs_v3 separator and MSG enh
 the CPU with one thread and the PyTorch backend (no ONNX export), so the file runs in well under
 a minute.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ import soundfile as sf
 
 from msgpp.audio import load_audio, save_audio
 from msgpp.cli import main
+from tests.helpers.separators import build_tiny, make_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,8 +26,9 @@ STEMS = ("drums", "bass", "other", "vocals")  # hdemucs_v3's, in its order
 FAST = ["--device", "cpu", "--backend", "torch", "--threads", "1", "-q"]
 
 
-def make_song(path: Path, rate: int = 44100, channels: int = 2, seconds: float = 2.0, seed: int = 0,
-              subtype: str = "PCM_16") -> Path:
+def make_song(
+    path: Path, rate: int = 44100, channels: int = 2, seconds: float = 2.0, seed: int = 0, subtype: str = "PCM_16"
+) -> Path:
     """Bass, a melody and noise bursts (drums-like); written in the format of the extension."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
@@ -44,7 +47,11 @@ def separate(*argv) -> int:
 
 def written(folder: Path) -> set[str]:
     """Every file under a folder, hidden ones included, relative and as posix strings."""
-    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()} if folder.exists() else set()
+    return (
+        {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+        if folder.exists()
+        else set()
+    )
 
 
 # -- formats, rates, channels, a folder mirrored -------------------------------------------------
@@ -55,8 +62,9 @@ def test_every_format_rate_and_channel_count_gives_every_stem_at_the_input_rate_
         for rate in (44100, 48000):
             for channels in (1, 2):
                 name = f"{extension}/{rate}-{channels}ch"
-                inputs[name] = make_song(songs / f"{name}.{extension}", rate, channels, subtype=subtype,
-                                         seed=len(inputs))
+                inputs[name] = make_song(
+                    songs / f"{name}.{extension}", rate, channels, subtype=subtype, seed=len(inputs)
+                )
     out = tmp_path / "stems"
     assert separate(songs, "--out", out, "--enhance") == 0
     # The folder's layout is mirrored: <out>/<subfolder>/<file name>/<stem>.<ext>; mp3 becomes wav,
@@ -68,8 +76,11 @@ def test_every_format_rate_and_channel_count_gives_every_stem_at_the_input_rate_
         info = sf.info(str(source))
         for stem in STEMS:
             stem_info = sf.info(str(out / f"{name}/{stem}.{extension[name.split('/')[0]]}"))
-            assert (stem_info.samplerate, stem_info.channels, stem_info.frames) == \
-                   (info.samplerate, info.channels, info.frames), (name, stem)
+            assert (stem_info.samplerate, stem_info.channels, stem_info.frames) == (
+                info.samplerate,
+                info.channels,
+                info.frames,
+            ), (name, stem)
             # The input's depth is kept: 24-bit FLAC stays 24-bit, 16-bit WAV and mp3 give 16-bit.
             assert stem_info.subtype == ("PCM_24" if name.startswith("flac") else "PCM_16")
         audio, _ = load_audio(out / f"{name}/bass.{extension[name.split('/')[0]]}")
@@ -80,8 +91,12 @@ def test_every_format_rate_and_channel_count_gives_every_stem_at_the_input_rate_
 def test_stems_writes_only_those_with_the_filename_template(tmp_path):
     song = make_song(tmp_path / "My Song.wav")
     out = tmp_path / "out"
-    assert separate(song, "--out", out, "--stems", "drums,bass", "--filename", "{stem}/{track}-{stem}.{ext}",
-                    "--format", "flac") == 0
+    assert (
+        separate(
+            song, "--out", out, "--stems", "drums,bass", "--filename", "{stem}/{track}-{stem}.{ext}", "--format", "flac"
+        )
+        == 0
+    )
     assert written(out) == {"drums/My Song-drums.flac", "bass/My Song-bass.flac"}
 
 
@@ -93,12 +108,15 @@ def test_filename_without_track_collides_for_two_songs_and_nothing_is_written(tm
     assert written(out) == set()
 
 
-@pytest.mark.parametrize("template, message", [
-    ("{track}.{ext}", "must contain {stem}"),
-    ("{track}/{instrument}.{ext}", "unknown field {instrument}"),
-    ("../{track}/{stem}.{ext}", "inside --out"),
-    ("{track}/{stem}.txt", "audio extension"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{track}.{ext}", "must contain {stem}"),
+        ("{track}/{instrument}.{ext}", "unknown field {instrument}"),
+        ("../{track}/{stem}.{ext}", "inside --out"),
+        ("{track}/{stem}.txt", "audio extension"),
+    ],
+)
 def test_bad_filename_templates_are_one_line_errors(tmp_path, capsys, template, message):
     song = make_song(tmp_path / "song.wav", seconds=0.5)
     assert separate(song, "--out", tmp_path / "out", "--filename", template) == 2
@@ -136,8 +154,9 @@ def test_consistent_with_a_subset_lets_the_other_stems_take_their_share(tmp_path
     rate = 44100
     mixture = load_audio(make_song(tmp_path / "song.wav", subtype="FLOAT"))[0]
     everything = msgpp.separate_song(mixture, rate, enhance=True, consistent=True, device="cpu", backend="torch")
-    subset = msgpp.separate_song(mixture, rate, enhance=True, consistent=True, stems="bass", device="cpu",
-                                 backend="torch")
+    subset = msgpp.separate_song(
+        mixture, rate, enhance=True, consistent=True, stems="bass", device="cpu", backend="torch"
+    )
     assert list(subset) == ["bass"]
     assert np.abs(sum(everything.values()) - mixture).max() < 1e-4
     # Unrequested stems take part unenhanced, so the residual they leave, and bass's share of it,
@@ -175,10 +194,20 @@ def test_python_functions_equal_the_command(tmp_path):
     out = tmp_path / "cli"
     assert separate(song, "--out", out, "--enhance", "--consistent", "--subtype", "FLOAT", "--keep-raw") == 0
     mixture, rate = load_audio(song)
-    in_memory = msgpp.separate_song(mixture, rate, "hdemucs_v3", enhance=True, consistent=True, keep_raw=True,
-                                    device="cpu", backend="torch")
-    files = msgpp.separate_file(song, tmp_path / "py", "hdemucs_v3", enhance=True, consistent=True, keep_raw=True,
-                                subtype="FLOAT", device="cpu", backend="torch")
+    in_memory = msgpp.separate_song(
+        mixture, rate, "hdemucs_v3", enhance=True, consistent=True, keep_raw=True, device="cpu", backend="torch"
+    )
+    files = msgpp.separate_file(
+        song,
+        tmp_path / "py",
+        "hdemucs_v3",
+        enhance=True,
+        consistent=True,
+        keep_raw=True,
+        subtype="FLOAT",
+        device="cpu",
+        backend="torch",
+    )
     assert sorted(in_memory) == sorted(files) == sorted(list(STEMS) + [f"{stem}_raw" for stem in STEMS])
     for name, path in files.items():
         command = load_audio(out / "song" / f"{name}.wav")[0]
@@ -248,8 +277,9 @@ def test_existing_output_is_refused_without_force(tmp_path):
     target = out / "song" / "bass.wav"
     before = target.read_bytes()
     command = [sys.executable, "-m", "msgpp.cli", "separate", str(song), "--out", str(out), "--stems", "bass", *FAST]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("msgpp: error:") and "--force" in lines[0], result.stderr
@@ -282,7 +312,8 @@ def test_an_interrupted_run_leaves_nothing_and_a_rerun_finishes(tmp_path, monkey
 
 
 def test_skip_existing_resumes_a_batch(tmp_path, capsys):
-    first, second = make_song(tmp_path / "in" / "a.wav", seconds=0.5), make_song(tmp_path / "in" / "b.wav", seconds=0.5)
+    first = make_song(tmp_path / "in" / "a.wav", seconds=0.5)
+    make_song(tmp_path / "in" / "b.wav", seconds=0.5)  # the batch's other song, new to the second run
     out = tmp_path / "out"
     assert separate(first, "--out", out, "--stems", "bass") == 0
     stamp = (out / "a" / "bass.wav").stat().st_mtime_ns
@@ -311,27 +342,36 @@ def test_the_output_folder_inside_an_input_folder_is_not_an_input(tmp_path):
 
 
 # -- user mistakes -------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, message", [
-    ([], "nothing to separate"),
-    (["{song}", "--root", "somewhere"], "not both"),
-    (["{song}", "--stems", "piano"], "unknown stem 'piano'"),
-    (["{song}", "--separator", "nope"], "unknown separator 'nope'"),
-    (["{missing}"], "no such file or folder"),
-    (["{song}", "--format", "PCM_16"], "--format 'PCM_16'"),
-    (["{song}", "--enhancer", "bass=bass"], "add --enhance"),
-    (["{song}", "--enhance", "--enhancer", "piano=bass"], "'piano' is not among the stems"),
-    (["{song}", "--separators", "demucs_v2"], "dataset mode"),
-    (["--root", "somewhere", "--separators", "demucs_v2", "--enhance"], "belongs to the song mode"),
-    (["--root", "somewhere"], "needs --separators"),
-    (["{garbage}"], "not a readable audio file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "nothing to separate"),
+        (["{song}", "--root", "somewhere"], "not both"),
+        (["{song}", "--stems", "piano"], "unknown stem 'piano'"),
+        (["{song}", "--separator", "nope"], "unknown separator 'nope'"),
+        (["{missing}"], "no such file or folder"),
+        (["{song}", "--format", "PCM_16"], "--format 'PCM_16'"),
+        (["{song}", "--enhancer", "bass=bass"], "add --enhance"),
+        (["{song}", "--enhance", "--enhancer", "piano=bass"], "'piano' is not among the stems"),
+        (["{song}", "--separators", "demucs_v2"], "dataset mode"),
+        (["--root", "somewhere", "--separators", "demucs_v2", "--enhance"], "belongs to the song mode"),
+        (["--root", "somewhere"], "needs --separators"),
+        (["{garbage}"], "not a readable audio file"),
+    ],
+)
 def test_user_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     song = make_song(tmp_path / "song.wav", seconds=0.5)
     (tmp_path / "garbage.wav").write_bytes(b"not audio at all" * 10)
     names = {"song": song, "missing": tmp_path / "missing.mp3", "garbage": tmp_path / "garbage.wav"}
     argv = [item.format(**names) for item in argv]
-    assert main(["separate", *argv, "--out", str(tmp_path / "out"), "-q"] if argv and "--root" not in argv
-                else ["separate", *argv]) == 2
+    assert (
+        main(
+            ["separate", *argv, "--out", str(tmp_path / "out"), "-q"]
+            if argv and "--root" not in argv
+            else ["separate", *argv]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error, error
     assert written(tmp_path / "out") == set()
@@ -349,15 +389,25 @@ def test_nan_in_a_float_input_is_refused_before_any_work(tmp_path, capsys):
 
 # -- the dataset mode is unchanged ---------------------------------------------------------------
 def test_dataset_mode_still_fills_the_cache(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from separators_helpers import build_tiny, make_root
-
     from msgpp.separators import cache
 
     root = make_root(tmp_path / "songs", {"test": 1}, seconds=0.5)
     build_tiny("demucs_v2").save_weights(tmp_path / "weights")
-    argv = ["separate", "--root", str(root), "--separators", "demucs_v2", "--cache", str(tmp_path / "cache"),
-            "--weights", f"demucs_v2={tmp_path / 'weights'}", "--threads", "1", "--subset", "test"]
+    argv = [
+        "separate",
+        "--root",
+        str(root),
+        "--separators",
+        "demucs_v2",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--weights",
+        f"demucs_v2={tmp_path / 'weights'}",
+        "--threads",
+        "1",
+        "--subset",
+        "test",
+    ]
     assert main(argv) == 0
     found = cache.find_estimates(tmp_path / "cache", "demucs_v2", "test")
     assert len(found) == 1 and sorted(next(iter(found.values()))) == sorted(STEMS)

@@ -8,6 +8,7 @@ reaches them through the link src/msgpp/separators/shipped, and the wheel carrie
 (pyproject.toml, [tool.setuptools.package-data]). Spleeter's local TensorFlow environment
 (separators/spleeter/.venv) must stay out of it.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,19 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 # Build, install, separate and enhance: ~20 s on a busy 2-core machine, so it runs with `make test`.
 
 
 def _pip(*args: str, cwd: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pip", *args, "--no-deps", "--no-index", "-q"],
-                            cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--no-deps", "--no-index", "-q"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
@@ -47,16 +53,20 @@ def installed(tmp_path_factory) -> Path:
     source = work / "source"  # a copy, so the build's build/ and egg-info stay out of the checkout
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
+        shutil.copy2(REPO / name, source / name)
     skip = shutil.ignore_patterns(".venv", "__pycache__", "*.egg-info", "build")
-    shutil.copytree(ROOT / "src", source / "src", symlinks=True, ignore=skip)  # keeps the shipped link
-    shutil.copytree(ROOT / "separators", source / "separators", ignore=skip)
+    shutil.copytree(REPO / "src", source / "src", symlinks=True, ignore=skip)  # keeps the shipped link
+    shutil.copytree(REPO / "separators", source / "separators", ignore=skip)
     _pip("wheel", "--no-build-isolation", "-w", str(work / "dist"), ".", cwd=source)
-    wheel, = (work / "dist").glob("msgpp-*.whl")
+    (wheel,) = (work / "dist").glob("msgpp-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if "/.venv/" in n], "the wheel carries spleeter's local environment"
-    for expected in ("msgpp/separators/shipped/demucs_v2/SHA256SUMS", "msgpp/separators/shipped/spleeter/model/.probe",
-                     "msgpp/evaluation/templates/report.html", "msgpp/pretrained/MODEL_CARD.md"):
+    for expected in (
+        "msgpp/separators/shipped/demucs_v2/SHA256SUMS",
+        "msgpp/separators/shipped/spleeter/model/.probe",
+        "msgpp/evaluation/templates/report.html",
+        "msgpp/pretrained/MODEL_CARD.md",
+    ):
         assert expected in names
     target = work / "site"
     _pip("install", "--target", str(target), str(wheel), cwd=work)
@@ -94,8 +104,9 @@ def test_wheel_separates_and_enhances_with_the_shipped_weights(installed, tmp_pa
     """)
     env = {key: value for key, value in os.environ.items() if key != "MSGPP_SEPARATORS_DIR"}
     env.update(PYTHONPATH=str(installed), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(facts["msgpp"]).resolve().is_relative_to(installed.resolve())  # the installed copy, not the checkout
@@ -110,7 +121,7 @@ def test_a_checkout_finds_the_top_level_separators_folder(monkeypatch, tmp_path)
     from msgpp.separators import weights
 
     monkeypatch.delenv(weights.ENV_SEPARATORS_DIR, raising=False)
-    assert weights.separators_dir() == (ROOT / "separators").resolve()
+    assert weights.separators_dir() == (REPO / "separators").resolve()
     assert (weights.shipped_folder("demucs_v2") / "SHA256SUMS").is_file()
     monkeypatch.setenv(weights.ENV_SEPARATORS_DIR, str(tmp_path))
     assert weights.separators_dir() == tmp_path

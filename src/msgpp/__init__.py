@@ -10,6 +10,7 @@ that maps a source separator's estimate to a cleaner estimate of the same source
     stems = msgpp.separate_song(mixture, sample_rate)     # separate, then enhance each stem
     msgpp.separate_file("song.mp3", "stems/")             # stems/song/{drums,bass,other,vocals}.wav
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"

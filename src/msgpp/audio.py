@@ -3,12 +3,12 @@
 Arrays are float32 shaped (channels, samples) everywhere in msgpp. Every function that takes an
 array also takes a torch tensor where it says so; file IO is NumPy only.
 """
+
 from __future__ import annotations
 
 import os
 import struct
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -17,13 +17,19 @@ from msgpp.constants import AUDIO_FORMATS, CLIP_POLICIES, OUTPUT_SUBTYPES
 from msgpp.errors import AudioError, MsgppError, first_line
 from msgpp.files import atomic_path, describe_write_error
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # User-facing names → libsndfile subtypes.
 SUBTYPES = {
-    "PCM_16": "PCM_16", "16": "PCM_16", "pcm16": "PCM_16",
-    "PCM_24": "PCM_24", "24": "PCM_24", "pcm24": "PCM_24",
-    "FLOAT": "FLOAT", "float": "FLOAT", "float32": "FLOAT",
+    "PCM_16": "PCM_16",
+    "16": "PCM_16",
+    "pcm16": "PCM_16",
+    "PCM_24": "PCM_24",
+    "24": "PCM_24",
+    "pcm24": "PCM_24",
+    "FLOAT": "FLOAT",
+    "float": "FLOAT",
+    "float32": "FLOAT",
 }
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # libsndfile subtypes that hold values beyond ±1; every other one clips
 LOSSY_SUBTYPES = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}  # containers with one subtype, no choice
@@ -140,10 +146,10 @@ def resample(audio, orig_sr: int, target_sr: int):
     if orig_sr <= 0 or target_sr <= 0:
         raise AudioError(f"sample rates must be positive, got {orig_sr} → {target_sr}")
     if _is_tensor(audio):
-        import julius
-
         # julius wants a reduced fraction; its cost grows with the numerator/denominator.
         from math import gcd
+
+        import julius
 
         divisor = gcd(orig_sr, target_sr)
         return julius.resample_frac(audio, orig_sr // divisor, target_sr // divisor)
@@ -224,8 +230,10 @@ def checked_signal(audio) -> tuple[np.ndarray, np.ndarray, bool]:
         raise MsgppError(f"audio must be (samples,) or (channels, samples), got shape {tuple(array.shape)}")
     channels_first = array.reshape(1, -1) if array.ndim == 1 else array
     if channels_first.shape[0] > 64:
-        raise MsgppError(f"audio has {channels_first.shape[0]} channels; pass (channels, samples) "
-                         "(soundfile returns (samples, channels): transpose it)")
+        raise MsgppError(
+            f"audio has {channels_first.shape[0]} channels; pass (channels, samples) "
+            "(soundfile returns (samples, channels): transpose it)"
+        )
     channels_first = channels_first.astype(np.float32, copy=False)
     if not np.isfinite(channels_first).all():
         raise MsgppError("audio contains NaN or Inf samples")
@@ -288,7 +296,9 @@ def _check_aiff_complete(path: Path, info) -> None:
                 if len(body) == 6:
                     declared = struct.unpack(">hI", body)[1]
                     if declared > info.frames:
-                        raise AudioError(f"{path}: truncated (header declares {declared} frames, file holds {info.frames})")
+                        raise AudioError(
+                            f"{path}: truncated (header declares {declared} frames, file holds {info.frames})"
+                        )
                 return
             position += 8 + chunk_size + (chunk_size & 1)
 

@@ -2,6 +2,7 @@
 
 User mistakes (MsgppError) print one line and exit with status 2; no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="msgpp", description="Make separated music sound better (MSG post-processing)."
-    )
+    parser = OneLineParser(prog="msgpp", description="Make separated music sound better (MSG post-processing).")
     parser.add_argument("--version", action="version", version=f"msgpp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
@@ -48,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,6 +5,7 @@ shipped MSG weights and evaluate raw vs enhanced → HTML report. Every stage is
 a second run only redoes what changed. The demo calls the stages' functions; each step prints the
 command that runs the same stage on its own.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,14 +32,21 @@ def run(args) -> int:
     separators = args.separators or ",".join(sorted(BUILTIN))
     report = Path(args.out) / "report"
     steps = [
-        ("make the embedded benchmark", f"data --root {args.root} --preset {args.preset} --seed {args.seed}",
-         lambda: make_benchmark(args.root, args.preset, args.seed)),
-        ("separate the test songs", f"separate --root {args.root} --separators {separators} --subset test "
-                                    f"--cache {args.cache}",
-         lambda: separate_test_songs(args.root, separators, args.cache)),
-        ("enhance and evaluate", f"evaluate --root {args.root} --cache {args.cache} --out {report} "
-                                 f"--separators {separators} --mono16k",
-         lambda: enhance_and_evaluate(args.root, args.cache, report, separators)),
+        (
+            "make the embedded benchmark",
+            f"data --root {args.root} --preset {args.preset} --seed {args.seed}",
+            lambda: make_benchmark(args.root, args.preset, args.seed),
+        ),
+        (
+            "separate the test songs",
+            f"separate --root {args.root} --separators {separators} --subset test --cache {args.cache}",
+            lambda: separate_test_songs(args.root, separators, args.cache),
+        ),
+        (
+            "enhance and evaluate",
+            f"evaluate --root {args.root} --cache {args.cache} --out {report} --separators {separators} --mono16k",
+            lambda: enhance_and_evaluate(args.root, args.cache, report, separators),
+        ),
     ]
     started = time.monotonic()
     for number, (title, command, stage) in enumerate(steps, 1):
@@ -59,8 +67,10 @@ def make_benchmark(root, preset: str, seed: int) -> None:
 
     manifest = generate_benchmark(Path(root), preset=preset, seed=seed)
     tracks = manifest["tracks"]
-    print(f"{root}: {len(tracks['train'])} train + {len(tracks['test'])} test songs (preset {manifest['preset']}, "
-          f"seed {manifest['seed']})")
+    print(
+        f"{root}: {len(tracks['train'])} train + {len(tracks['test'])} test songs (preset {manifest['preset']}, "
+        f"seed {manifest['seed']})"
+    )
 
 
 def separate_test_songs(root, separators: str, cache) -> None:
@@ -82,7 +92,8 @@ def enhance_and_evaluate(root, cache, out: Path, separators: str) -> None:
     if not enhancers:
         print("msgpp evaluate: no enhancer shipped: raw estimates only")
     result = evaluate(root, cache, out, enhancers=enhancers, separators=parse_names(separators), enhance_mono16k=True)
-    print(f"msgpp evaluate: {result.computed_rows} row(s) computed, {result.reused_rows} reused "
-          f"→ {out / 'results.csv'}")
+    print(
+        f"msgpp evaluate: {result.computed_rows} row(s) computed, {result.reused_rows} reused → {out / 'results.csv'}"
+    )
     page = build_report(out, result.table, json.loads((out / "run.json").read_text()), seed=0, excerpts=4)
     print(f"msgpp evaluate: report → {page}")

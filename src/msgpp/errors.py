@@ -27,15 +27,27 @@ def error_text(error: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
-                 above: float | None = None, below: float | None = None, integer: bool = False):
+def check_number(
+    name: str,
+    value,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    integer: bool = False,
+):
     """`value` as a finite int (with `integer`) or float within the bounds, else InvalidValue
     naming `name`. `minimum`/`maximum` are inclusive, `above`/`below` exclusive. Strings, None
     and bools are refused: a number is expected."""
     import math
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and not isinstance(value, numbers.Integral)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or (integer and not isinstance(value, numbers.Integral))
+    ):
         kind = "an integer" if integer else "a number"
         raise InvalidValue(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
     value = int(value) if integer else float(value)
@@ -55,6 +67,16 @@ def check_number(name: str, value, *, minimum: float | None = None, maximum: flo
     return value
 
 
+def set_torch_threads(threads: int | None, name: str = "--threads") -> None:
+    """A command's `--threads`: torch's CPU threads (None leaves torch's own choice). Checked here
+    too, so a caller that builds the arguments without argparse gets the same one-line error."""
+    if threads is not None:
+        check_number(name, threads, minimum=1, integer=True)
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def number_type(name: str, **bounds):
     """An argparse `type=` that parses a number and checks it with `check_number`; a bad value
     stops the command with one line naming the option."""
@@ -66,7 +88,9 @@ def number_type(name: str, **bounds):
         try:
             value = int(text) if integer else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if integer else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"must be {'an integer' if integer else 'a number'}, got {text!r}"
+            ) from None
         try:
             return check_number(name, value, **bounds)
         except InvalidValue as error:

@@ -11,6 +11,7 @@ and never touches the temporary of a writer that is still alive. The usual file 
 A folder (a separator's trained weights) is built in a hidden staging folder beside it and
 swapped in by two renames, so it too is never half-written.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +20,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from msgpp.errors import MsgppError, first_line
 
@@ -57,9 +58,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     prefix = f".{path.stem}."
 
     def writer(name: str) -> int | None:
-        if not name.startswith(prefix) or ".tmp" not in name[len(prefix):]:
+        if not name.startswith(prefix) or ".tmp" not in name[len(prefix) :]:
             return None
-        match = _PID.match(name[len(prefix):])
+        match = _PID.match(name[len(prefix) :])
         return int(match.group(1)) if match else None
 
     return _remove_dead_writers(path.parent, writer)

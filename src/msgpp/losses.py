@@ -9,6 +9,7 @@
 Discriminator outputs are `(logits, feature_maps)` pairs, one per discriminator
 (msgpp.models.discriminators).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,11 +56,15 @@ class STFTLoss(nn.Module):
 
     def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
         spectrum = torch.stft(
-            audio.reshape(-1, audio.shape[-1]).float(), self.n_fft, self.hop_length, self.win_length,
-            window=self.window.float(), return_complex=True,
+            audio.reshape(-1, audio.shape[-1]).float(),
+            self.n_fft,
+            self.hop_length,
+            self.win_length,
+            window=self.window.float(),
+            return_complex=True,
         )
         # The floor keeps sqrt's gradient finite on digital silence.
-        return torch.sqrt(spectrum.real ** 2 + spectrum.imag ** 2 + self.eps)
+        return torch.sqrt(spectrum.real**2 + spectrum.imag**2 + self.eps)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(spectral convergence, log-magnitude L1), each averaged over the batch."""
@@ -90,7 +95,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         if not len(n_ffts) == len(hop_lengths) == len(win_lengths):
             raise ValueError("n_ffts, hop_lengths and win_lengths must have the same length")
         self.resolutions = nn.ModuleList(
-            [STFTLoss(n, h, w) for n, h, w in zip(n_ffts, hop_lengths, win_lengths)]
+            [STFTLoss(n, h, w) for n, h, w in zip(n_ffts, hop_lengths, win_lengths, strict=True)]
         )
         self.convergence_weight, self.magnitude_weight = convergence_weight, magnitude_weight
 
@@ -135,15 +140,16 @@ class LossBalancer(nn.Module):
 
     @property
     def weights(self) -> dict[str, float]:
-        return {name: float(weight) for name, weight in zip(self.names, self._weights)}
+        return {name: float(weight) for name, weight in zip(self.names, self._weights, strict=True)}
 
     @torch.no_grad()
     def update(self, values: dict[str, torch.Tensor | float]) -> None:
         """Fold one step's (detached) loss values into the estimate; a no-op once frozen."""
         if self.frozen:
             return
-        current = torch.tensor([float(values[name]) for name in self.names], dtype=torch.float64,
-                               device=self.running.device).abs()
+        current = torch.tensor(
+            [float(values[name]) for name in self.names], dtype=torch.float64, device=self.running.device
+        ).abs()
         if not torch.isfinite(current).all():
             return  # a diverged step says nothing about the terms' scales
         self.running.mul_(self.decay).add_((1 - self.decay) * current)
@@ -154,4 +160,4 @@ class LossBalancer(nn.Module):
 
     def forward(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ_i w_i · L_i with the current weights."""
-        return sum(float(weight) * values[name] for name, weight in zip(self.names, self._weights))
+        return sum(float(weight) * values[name] for name, weight in zip(self.names, self._weights, strict=True))

@@ -19,10 +19,11 @@ gives the same output chunked as unchunked.
 Every segment handed to the model has exactly L samples, so a model traced for one length
 (graph_export) works too. Segments of all channels are batched together as mono rows.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,8 +55,15 @@ class OverlapAdd:
     and output per channel, plus one batch of segments, whatever the signal's length.
     """
 
-    def __init__(self, process: ProcessBatch, channels: int, segment: int, overlap: int, batch_size: int = 1,
-                 fixed_batch: bool = False):
+    def __init__(
+        self,
+        process: ProcessBatch,
+        channels: int,
+        segment: int,
+        overlap: int,
+        batch_size: int = 1,
+        fixed_batch: bool = False,
+    ):
         if segment < 1:
             raise ValueError(f"segment must be at least one sample, got {segment}")
         if not 0 <= overlap <= segment // 2:
@@ -119,7 +127,7 @@ class OverlapAdd:
     def _cut(self, start: int, first: bool, last: bool) -> None:
         """Queue one segment (all channels) and add its weights' bookkeeping."""
         offset = start - self._input_start
-        samples = self._input[:, offset:offset + self.segment]
+        samples = self._input[:, offset : offset + self.segment]
         if samples.shape[1] < self.segment:  # only a signal shorter than one segment
             samples = np.pad(samples, ((0, 0), (0, self.segment - samples.shape[1])))
         weights = np.ones(self.segment, np.float32)
@@ -129,11 +137,11 @@ class OverlapAdd:
             # which is further into the segment when the last segment was shifted back.
             fade_at = self._next_segment * self.hop + self.margin - start
             weights[:fade_at] = 0.0
-            weights[fade_at:fade_at + fade] = self.fade_in
+            weights[fade_at : fade_at + fade] = self.fade_in
         if not last:
             fade_at = self.segment - self.overlap + self.margin
-            weights[fade_at:fade_at + fade] *= self.fade_out
-            weights[fade_at + fade:] = 0.0
+            weights[fade_at : fade_at + fade] *= self.fade_out
+            weights[fade_at + fade :] = 0.0
         index = self._cut_segments
         self._cut_segments += 1
         for channel in range(self.channels):
@@ -148,14 +156,14 @@ class OverlapAdd:
             self._input_start += drop
 
     def _run_batch(self) -> None:
-        rows, self._rows = self._rows[:self.batch_size], self._rows[self.batch_size:]
+        rows, self._rows = self._rows[: self.batch_size], self._rows[self.batch_size :]
         batch = np.stack([row[3] for row in rows])
         if self.fixed_batch and len(rows) < self.batch_size:
             batch = np.pad(batch, ((0, self.batch_size - len(rows)), (0, 0)))
         result = np.asarray(self.process(batch), dtype=np.float32)
         if result.shape != batch.shape:
             raise ValueError(f"the model returned shape {result.shape} for input {batch.shape}; it must keep the shape")
-        for (index, start, channel, _), out in zip(rows, result):
+        for (index, start, channel, _), out in zip(rows, result, strict=False):  # the padding rows are dropped
             self._add(start, channel, out * self._weights[index])
             self._rows_left[index] -= 1
             if not self._rows_left[index]:
@@ -167,7 +175,7 @@ class OverlapAdd:
         if end > self._output.shape[1]:
             self._output = np.pad(self._output, ((0, 0), (0, end - self._output.shape[1])))
         lo = max(offset, 0)  # the part before _output_start has zero weight (already emitted)
-        self._output[channel, lo:end] += weighted[lo - offset:]
+        self._output[channel, lo:end] += weighted[lo - offset :]
 
     def _emit(self, final: bool) -> np.ndarray:
         """Hand out the output that is complete: before the oldest segment still queued or

@@ -38,6 +38,7 @@ folder holds up to 3 float32 copies of each stem while a song is processed (a 5-
 song at 44.1 kHz: about 100 MB per copy of one stem). `separate_song` keeps its intermediates
 in memory (it returns whole arrays anyway).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,20 +47,26 @@ import shutil
 import string
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from msgpp.audio import FLOAT_SUBTYPES, channel_gains, check_audio_file, checked_signal, load_audio
 from msgpp.constants import AUDIO_FORMATS, CLIP_POLICIES, OUTPUT_FORMATS
-from msgpp.enhance.jobs import (FileJob, check_output, output_subtype, progress_bar, read_blocks, scan_peaks,
-                                write_blocks)
+from msgpp.enhance.jobs import (
+    FileJob,
+    check_output,
+    output_subtype,
+    progress_bar,
+    read_blocks,
+    scan_peaks,
+    write_blocks,
+)
 from msgpp.errors import AudioError, MsgppError
 from msgpp.overlap_add import OverlapAdd
-
 
 DEFAULT_SEPARATOR = "hdemucs_v3"
 DEFAULT_FILENAME = "{track}/{stem}.{ext}"
@@ -73,16 +80,24 @@ CONSISTENT_OVERLAP = 1.0
 N_FFT, HOP = 2048, 512
 _EPS = 1e-12
 # Inputs in a lossless format give outputs in their own format by default ({ext}); others give wav.
-LOSSLESS_FORMATS = {ext: container.lower() for ext, container in AUDIO_FORMATS.items()
-                    if container in ("WAV", "FLAC", "AIFF")}
+LOSSLESS_FORMATS = {
+    ext: container.lower() for ext, container in AUDIO_FORMATS.items() if container in ("WAV", "FLAC", "AIFF")
+}
 # Formats read through ffmpeg (decoded to a float WAV in the work folder first).
 FFMPEG_EXTENSIONS = (".m4a", ".aac", ".alac", ".opus", ".wma", ".mp4", ".webm", ".mka", ".ape", ".wv")
 AUDIO_EXTENSIONS = tuple(AUDIO_FORMATS) + FFMPEG_EXTENSIONS
 
 
 # -- the Python API ----------------------------------------------------------------------------
-def separate_song(audio, sample_rate: int, separator="hdemucs_v3", enhance: bool = True, stems=None,
-                  consistent: bool = False, **options) -> dict:
+def separate_song(
+    audio,
+    sample_rate: int,
+    separator="hdemucs_v3",
+    enhance: bool = True,
+    stems=None,
+    consistent: bool = False,
+    **options,
+) -> dict:
     """Separate a song held in memory into {stem: array}, each the input's shape, rate and type.
 
     audio       (channels, samples) or (samples,) floats, any rate (NumPy, or a torch tensor:
@@ -103,9 +118,22 @@ def separate_song(audio, sample_rate: int, separator="hdemucs_v3", enhance: bool
     return splitter.separate_array(audio, sample_rate, progress=progress)
 
 
-def separate_file(path, out_dir, separator="hdemucs_v3", enhance: bool = True, stems=None, consistent: bool = False,
-                  *, filename: str = DEFAULT_FILENAME, file_format: str | None = None, subtype: str | None = None,
-                  clip: str = "error", overwrite: bool = False, progress: bool = False, **options) -> dict[str, Path]:
+def separate_file(
+    path,
+    out_dir,
+    separator="hdemucs_v3",
+    enhance: bool = True,
+    stems=None,
+    consistent: bool = False,
+    *,
+    filename: str = DEFAULT_FILENAME,
+    file_format: str | None = None,
+    subtype: str | None = None,
+    clip: str = "error",
+    overwrite: bool = False,
+    progress: bool = False,
+    **options,
+) -> dict[str, Path]:
     """Separate one audio file into stem files under `out_dir`; returns {stem: path written}.
 
     filename     the output path inside out_dir, with {track} (the file's name without its
@@ -117,8 +145,9 @@ def separate_file(path, out_dir, separator="hdemucs_v3", enhance: bool = True, s
     The rest as `separate_song`. Long files stream in blocks (see the module documentation).
     """
     splitter = StemSplitter(separator, enhance=enhance, stems=stems, consistent=consistent, **options)
-    job = splitter.plan(path, out_dir, filename=filename, file_format=file_format, subtype=subtype, clip=clip,
-                        overwrite=overwrite)
+    job = splitter.plan(
+        path, out_dir, filename=filename, file_format=file_format, subtype=subtype, clip=clip, overwrite=overwrite
+    )
     return splitter.run(job, progress=progress)
 
 
@@ -134,7 +163,7 @@ class SongJob:
     channels: int
     frames: int  # as the file's header says (an estimate for ffmpeg inputs)
     decode: bool  # read through ffmpeg
-    outputs: dict[str, "OutputSpec"] = field(default_factory=dict)  # name → spec
+    outputs: dict[str, OutputSpec] = field(default_factory=dict)  # name → spec
 
     @property
     def seconds(self) -> float:
@@ -165,15 +194,32 @@ class StemSplitter:
     block, block_overlap   seconds per separation block and shared by neighbouring blocks
     """
 
-    def __init__(self, separator="hdemucs_v3", *, enhance: bool = True, stems=None, consistent: bool = False,
-                 keep_raw: bool = False, enhancers: dict | None = None, weights=None, device: str | None = None,
-                 backend: str = "auto", block: float = BLOCK_SECONDS, block_overlap: float = BLOCK_OVERLAP):
+    def __init__(
+        self,
+        separator="hdemucs_v3",
+        *,
+        enhance: bool = True,
+        stems=None,
+        consistent: bool = False,
+        keep_raw: bool = False,
+        enhancers: dict | None = None,
+        weights=None,
+        device: str | None = None,
+        backend: str = "auto",
+        block: float = BLOCK_SECONDS,
+        block_overlap: float = BLOCK_OVERLAP,
+    ):
         import torch
 
         if block <= 0 or block_overlap < 0 or block_overlap > block / 2:
-            raise MsgppError(f"block must be positive and block_overlap between 0 and half of it, got {block} and {block_overlap}")
+            raise MsgppError(
+                f"block must be positive and block_overlap between 0 and half of it, got {block} and {block_overlap}"
+            )
         if keep_raw and not enhance:
-            raise MsgppError("keep_raw (--keep-raw) writes the separator's stem beside the enhanced one: it needs enhance (--enhance)")
+            raise MsgppError(
+                "keep_raw (--keep-raw) writes the separator's stem beside the enhanced one: "
+                "it needs enhance (--enhance)"
+            )
         enhancers = dict(enhancers or {})
         if enhancers and not enhance:
             raise MsgppError("an enhancer was named (--enhancer) but enhancement is off; add --enhance")
@@ -187,8 +233,9 @@ class StemSplitter:
         self.block, self.block_overlap = float(block), float(block_overlap)
         unknown = sorted(set(enhancers) - set(self.stems))
         if unknown:
-            raise MsgppError(f"--enhancer {unknown[0]}=...: {unknown[0]!r} is not among the stems produced "
-                             f"({', '.join(self.stems)})")
+            raise MsgppError(
+                f"--enhancer {unknown[0]}=...: {unknown[0]!r} is not among the stems produced ({', '.join(self.stems)})"
+            )
         self.enhancers = {}
         if self.enhance:
             for stem in self.stems:
@@ -215,8 +262,15 @@ class StemSplitter:
         channels, frames = mixture.shape
         bar, own = progress_bar(progress, frames / sample_rate * self.work_factor(), "song", unit="s audio")
         try:
-            stores = self._pipeline(lambda: _array_blocks(mixture), int(sample_rate), channels, frames,
-                                    lambda name: _MemoryStore(channels), bar, "audio")
+            stores = self._pipeline(
+                lambda: _array_blocks(mixture),
+                int(sample_rate),
+                channels,
+                frames,
+                lambda name: _MemoryStore(channels),
+                bar,
+                "audio",
+            )
         finally:
             if own:
                 bar.close()
@@ -231,9 +285,18 @@ class StemSplitter:
         return result
 
     # -- files ----------------------------------------------------------------------------------
-    def plan(self, path, out_dir, *, track: str | None = None, filename: str = DEFAULT_FILENAME,
-             file_format: str | None = None, subtype: str | None = None, clip: str = "error",
-             overwrite: bool = False) -> SongJob:
+    def plan(
+        self,
+        path,
+        out_dir,
+        *,
+        track: str | None = None,
+        filename: str = DEFAULT_FILENAME,
+        file_format: str | None = None,
+        subtype: str | None = None,
+        clip: str = "error",
+        overwrite: bool = False,
+    ) -> SongJob:
         """Check an input and its outputs before any model work (readable, complete, finite,
         long enough, outputs valid and not already there unless `overwrite`)."""
         path, out_dir = Path(path), Path(out_dir)
@@ -268,9 +331,15 @@ class StemSplitter:
             frames = job.frames
             if job.decode:
                 frames = _file_frames(source)
-            stores = self._pipeline(lambda: _file_blocks(source), job.sample_rate, job.channels, frames,
-                                    lambda name: _FileStore(work / f"{name}.wav", job.sample_rate, job.channels),
-                                    bar, str(job.input))
+            stores = self._pipeline(
+                lambda: _file_blocks(source),
+                job.sample_rate,
+                job.channels,
+                frames,
+                lambda name: _FileStore(work / f"{name}.wav", job.sample_rate, job.channels),
+                bar,
+                str(job.input),
+            )
             for name, store in stores.items():
                 _check_clip(job.outputs[name], store)
             staged = {}
@@ -294,8 +363,16 @@ class StemSplitter:
         return {name: spec.path for name, spec in job.outputs.items()}
 
     # -- the shared pipeline --------------------------------------------------------------------
-    def _pipeline(self, read_mixture: Callable[[], Iterator[np.ndarray]], rate: int, channels: int, frames: int,
-                  new_store: Callable[[str], "_Store"], bar, label: str) -> dict[str, "_Store"]:
+    def _pipeline(
+        self,
+        read_mixture: Callable[[], Iterator[np.ndarray]],
+        rate: int,
+        channels: int,
+        frames: int,
+        new_store: Callable[[str], _Store],
+        bar,
+        label: str,
+    ) -> dict[str, _Store]:
         # 1. separation, in overlapping blocks
         raw = {stem: new_store(f"raw-{stem}") for stem in self.work_stems}
         separate = self._separation_engine(rate, channels, frames)
@@ -330,7 +407,7 @@ class StemSplitter:
             consistent = {stem: new_store(f"consistent-{stem}") for stem in self.work_stems}
             stem_blocks = [final[stem].blocks() for stem in self.work_stems]
             for out in consistent_blocks(read_mixture(), stem_blocks, rate, channels, frames):
-                for stem, block in zip(self.work_stems, out):
+                for stem, block in zip(self.work_stems, out, strict=True):
                     consistent[stem].append(block)
             for store in consistent.values():
                 store.finish()
@@ -379,8 +456,15 @@ def distribute_residual(stems: np.ndarray, mixture: np.ndarray) -> np.ndarray:
         window = torch.hann_window(N_FFT, dtype=torch.float64)
 
         def stft(x: np.ndarray):
-            return torch.stft(torch.from_numpy(np.ascontiguousarray(x, np.float64)).reshape(-1, length), N_FFT, HOP,
-                              window=window, center=True, pad_mode="constant", return_complex=True)
+            return torch.stft(
+                torch.from_numpy(np.ascontiguousarray(x, np.float64)).reshape(-1, length),
+                N_FFT,
+                HOP,
+                window=window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
 
         spectra = stft(stems)
         spectra = spectra.reshape(count, channels, *spectra.shape[1:])
@@ -389,8 +473,18 @@ def distribute_residual(stems: np.ndarray, mixture: np.ndarray) -> np.ndarray:
         power = spectra.abs() ** 2
         shares = (power + _EPS) / (power.sum(0) + count * _EPS)
         corrected = spectra + shares * residual
-        adjusted = torch.istft(corrected.reshape(count * channels, *corrected.shape[2:]), N_FFT, HOP, window=window,
-                               center=True, length=length).reshape(count, channels, length).numpy()
+        adjusted = (
+            torch.istft(
+                corrected.reshape(count * channels, *corrected.shape[2:]),
+                N_FFT,
+                HOP,
+                window=window,
+                center=True,
+                length=length,
+            )
+            .reshape(count, channels, length)
+            .numpy()
+        )
     else:  # shorter than one STFT frame: the same rule per sample
         power = np.square(stems.astype(np.float64))
         shares = (power + _EPS) / (power.sum(0) + count * _EPS)
@@ -399,8 +493,9 @@ def distribute_residual(stems: np.ndarray, mixture: np.ndarray) -> np.ndarray:
     return adjusted.astype(np.float32)
 
 
-def consistent_blocks(mixture_blocks: Iterable[np.ndarray], stem_blocks: list[Iterable[np.ndarray]], rate: int,
-                      channels: int, frames: int) -> Iterator[list[np.ndarray]]:
+def consistent_blocks(
+    mixture_blocks: Iterable[np.ndarray], stem_blocks: list[Iterable[np.ndarray]], rate: int, channels: int, frames: int
+) -> Iterator[list[np.ndarray]]:
     """Stream the consistency step: 10-s segments overlapping by 1 s, crossfaded (each segment's
     stems sum to its mixture, so their crossfade does too), then an exact sample-wise fix
     against the mixture itself. Yields lists of (C, k) blocks, one per stem."""
@@ -410,8 +505,9 @@ def consistent_blocks(mixture_blocks: Iterable[np.ndarray], stem_blocks: list[It
 
     def process(batch: np.ndarray) -> np.ndarray:  # rows: the stems' channels, then the mixture's
         rows = batch.reshape(count + 1, channels, -1)
-        return np.concatenate([distribute_residual(rows[:count], rows[count]).reshape(count * channels, -1),
-                               rows[count]])
+        return np.concatenate(
+            [distribute_residual(rows[:count], rows[count]).reshape(count * channels, -1), rows[count]]
+        )
 
     engine = OverlapAdd(process, (count + 1) * channels, segment, overlap, batch_size=(count + 1) * channels)
     pending = np.zeros((channels, 0), np.float32)  # mixture samples whose stems are not out yet
@@ -461,13 +557,16 @@ def render_filename(template: str, *, track: str, stem: str, ext: str) -> Path:
     if relative.is_absolute() or ".." in relative.parts or not relative.name:
         raise MsgppError(f"--filename {template!r} gives {relative}: must be a relative path inside --out")
     if relative.suffix.lower() not in AUDIO_FORMATS:
-        raise MsgppError(f"--filename {template!r} gives {relative}: must end in an audio extension "
-                         f"({', '.join(AUDIO_FORMATS)}); use {{ext}}")
+        raise MsgppError(
+            f"--filename {template!r} gives {relative}: must end in an audio extension "
+            f"({', '.join(AUDIO_FORMATS)}); use {{ext}}"
+        )
     return relative
 
 
-def _output_spec(target: Path, input_subtype: str, subtype: str | None, clip: str, overwrite: bool,
-                 source: Path) -> OutputSpec:
+def _output_spec(
+    target: Path, input_subtype: str, subtype: str | None, clip: str, overwrite: bool, source: Path
+) -> OutputSpec:
     file_format = AUDIO_FORMATS[target.suffix.lower()]
     chosen = output_subtype(input_subtype, subtype, file_format, target)
     check_output(target, source, overwrite)
@@ -487,16 +586,31 @@ def inspect_input(path: Path) -> SimpleNamespace:
         return probed
     if info.subtype in FLOAT_SUBTYPES:
         scan_peaks(path, info)  # refuses NaN/Inf before anything runs
-    return SimpleNamespace(samplerate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
-                           subtype=info.subtype, decode=False)
+    return SimpleNamespace(
+        samplerate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        subtype=info.subtype,
+        decode=False,
+    )
 
 
 def _ffprobe(path: Path) -> SimpleNamespace | None:
     """What ffmpeg knows of a file soundfile cannot read, or None (no ffmpeg, or not audio)."""
     if not shutil.which("ffprobe") or not shutil.which("ffmpeg"):
         return None
-    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-               "stream=sample_rate,channels,bits_per_raw_sample,duration:format=duration", "-of", "json", str(path)]
+    command = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "a:0",
+        "-show_entries",
+        "stream=sample_rate,channels,bits_per_raw_sample,duration:format=duration",
+        "-of",
+        "json",
+        str(path),
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         data = json.loads(result.stdout or "{}")
@@ -508,14 +622,35 @@ def _ffprobe(path: Path) -> SimpleNamespace | None:
     if result.returncode or rate <= 0 or channels <= 0 or duration <= 0:
         return None
     bits = str(stream.get("bits_per_raw_sample") or "")
-    return SimpleNamespace(samplerate=rate, channels=channels, frames=max(1, round(duration * rate)),
-                           subtype="PCM_24" if bits in ("24", "32") else "PCM_16", decode=True)
+    return SimpleNamespace(
+        samplerate=rate,
+        channels=channels,
+        frames=max(1, round(duration * rate)),
+        subtype="PCM_24" if bits in ("24", "32") else "PCM_16",
+        decode=True,
+    )
 
 
 def _decode_with_ffmpeg(path: Path, target: Path) -> Path:
     """Decode with ffmpeg to a float32 WAV (RF64 when large), at the file's own rate and channels."""
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(path), "-map", "0:a:0", "-c:a", "pcm_f32le",
-               "-rf64", "auto", "-f", "wav", str(target)]
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-c:a",
+        "pcm_f32le",
+        "-rf64",
+        "auto",
+        "-f",
+        "wav",
+        str(target),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         message = (result.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
@@ -538,7 +673,7 @@ def _file_blocks(path: Path) -> Iterator[np.ndarray]:
 
 def _array_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
     for start in range(0, audio.shape[1], READ_FRAMES):
-        yield audio[:, start:start + READ_FRAMES]
+        yield audio[:, start : start + READ_FRAMES]
 
 
 def _rechunk(blocks: Iterable[np.ndarray], size: int = READ_FRAMES) -> Iterator[np.ndarray]:
@@ -552,7 +687,7 @@ def _rechunk(blocks: Iterable[np.ndarray], size: int = READ_FRAMES) -> Iterator[
             joined = np.concatenate(held, axis=1)
             whole = (joined.shape[1] // size) * size
             for start in range(0, whole, size):
-                yield joined[:, start:start + size]
+                yield joined[:, start : start + size]
             held, count = [joined[:, whole:]], joined.shape[1] - whole
     if count:
         yield np.concatenate(held, axis=1)
@@ -633,8 +768,10 @@ def _check_clip(spec: OutputSpec, store: _Store) -> None:
     """Refuse, before any file of the song is written, a PCM output that would clip (--clip error)."""
     peak = float(store.peaks.max()) if store.peaks.size else 0.0
     if spec.clip == "error" and spec.subtype not in FLOAT_SUBTYPES and peak > 1.0:
-        raise MsgppError(f"{spec.path}: peak {peak:.3f} exceeds full scale for {spec.subtype}; nothing written "
-                         "for this song (use --clip normalize, --clip clip, or --subtype FLOAT)")
+        raise MsgppError(
+            f"{spec.path}: peak {peak:.3f} exceeds full scale for {spec.subtype}; nothing written "
+            "for this song (use --clip normalize, --clip clip, or --subtype FLOAT)"
+        )
 
 
 def _write_stem(store: _Store, staging: Path, spec: OutputSpec, job: SongJob) -> None:
@@ -668,8 +805,10 @@ def _load_enhancer(stem: str, given, device: str, backend: str):
         return given
     if given is None:
         if stem not in pretrained_names():
-            raise MsgppError(f"stem {stem!r} has no shipped enhancer (shipped: {', '.join(sorted(pretrained_names()))}); "
-                             f"pass --enhancer {stem}=PATH, or leave it out with --stems")
+            raise MsgppError(
+                f"stem {stem!r} has no shipped enhancer (shipped: {', '.join(sorted(pretrained_names()))}); "
+                f"pass --enhancer {stem}=PATH, or leave it out with --stems"
+            )
         given = stem
     return Enhancer.from_pretrained(given, device=device, backend=backend)
 
@@ -685,4 +824,3 @@ def _parse_stems(stems, sources: tuple[str, ...], separator: str) -> tuple[str, 
         if name not in sources:
             raise MsgppError(f"unknown stem {name!r} for {separator}; its stems: {', '.join(sources)}")
     return tuple(source for source in sources if source in names)  # the separator's order, once each
-

@@ -10,6 +10,7 @@ mixture is exactly the sum of its stem files (integer sum of the int16 stems).
 An interrupted run resumes: finished songs are listed, with their checksums, in
 <root>/.progress.json, which is replaced by the manifest at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def song_list(preset: Preset) -> list[tuple[str, int]]:
     return [("test", i) for i in range(preset.test)] + [("train", i) for i in range(preset.train)]
 
 
-def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=None, workers: int | None = None,
-                       progress: bool = True) -> dict:
+def generate_benchmark(
+    root, preset: str = "default", seed: int = 0, soundfont=None, workers: int | None = None, progress: bool = True
+) -> dict:
     """Make (or complete) the embedded benchmark in `root` and return its manifest.
 
     Songs already present with their recorded checksums are kept. A folder holding a benchmark of
@@ -71,8 +73,14 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
     soundfont = check_soundfont(soundfont) if soundfont is not None else default_soundfont()
     root = Path(root)
     identity = {
-        "format": FORMAT, "generator": GENERATOR, "preset": preset, "seed": seed, "sample_rate": MUSDB_SAMPLE_RATE,
-        "seconds": settings.seconds, "train": settings.train, "test": settings.test,
+        "format": FORMAT,
+        "generator": GENERATOR,
+        "preset": preset,
+        "seed": seed,
+        "sample_rate": MUSDB_SAMPLE_RATE,
+        "seconds": settings.seconds,
+        "train": settings.train,
+        "test": settings.test,
         "soundfont": {"name": soundfont.name, "sha256": sha256_file(soundfont)},
     }
     _workers(workers, 1)  # a bad count stops the run before the folder is touched
@@ -81,8 +89,9 @@ def generate_benchmark(root, preset: str = "default", seed: int = 0, soundfont=N
         return _generate(root, identity, settings, seed, soundfont, workers, progress)
 
 
-def _generate(root: Path, identity: dict, settings: Preset, seed: int, soundfont: Path, workers: int | None,
-              progress: bool) -> dict:
+def _generate(
+    root: Path, identity: dict, settings: Preset, seed: int, soundfont: Path, workers: int | None, progress: bool
+) -> dict:
     done = _prepare_root(root, identity)
     todo = [(s, i) for s, i in song_list(settings) if not _song_intact(root, s, i, done)]
     workers = _workers(workers, len(todo))
@@ -206,8 +215,10 @@ class _exclusive:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.handle.close()
-            raise MsgppError(f"{self.path.parent}: another `msgpp data` is writing into this folder; "
-                             "wait for it to finish, or choose another --root") from None
+            raise MsgppError(
+                f"{self.path.parent}: another `msgpp data` is writing into this folder; "
+                "wait for it to finish, or choose another --root"
+            ) from None
         return self
 
     def __exit__(self, *exc):
@@ -292,8 +303,12 @@ def _versions() -> dict:
 
     from msgpp import __version__
 
-    versions = {"msgpp": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                "python": platform.python_version()}
+    versions = {
+        "msgpp": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import ctypes
 

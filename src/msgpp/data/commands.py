@@ -1,4 +1,5 @@
 """`msgpp data`: make the embedded benchmark, or check one against its manifest."""
+
 from __future__ import annotations
 
 
@@ -13,14 +14,24 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--root", required=True, help="output folder (empty, new, or a partial run of the same set)")
-    parser.add_argument("--preset", default="default", help="tiny (2+2 songs of 6 s), small (20+6 of 12 s) or "
-                        "default (100 train + 20 test songs of 20 s); default: %(default)s")
+    parser.add_argument(
+        "--preset",
+        default="default",
+        help="tiny (2+2 songs of 6 s), small (20+6 of 12 s) or "
+        "default (100 train + 20 test songs of 20 s); default: %(default)s",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files); default: %(default)s")
-    parser.add_argument("--soundfont", default=None, help="General MIDI .sf2/.sf3 file (default: $MSGPP_SOUNDFONT or "
-                        "the system's FluidR3_GM.sf2)")
+    parser.add_argument(
+        "--soundfont",
+        default=None,
+        help="General MIDI .sf2/.sf3 file (default: $MSGPP_SOUNDFONT or the system's FluidR3_GM.sf2)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
-    parser.add_argument("--verify", action="store_true", help="check an existing set against its manifest; "
-                        "exit 1 if a file is missing or differs")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check an existing set against its manifest; exit 1 if a file is missing or differs",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -44,8 +55,14 @@ def run(args) -> int:
             return 1
         print(f"{root}: all {total} files match the manifest (preset {manifest['preset']}, seed {manifest['seed']})")
         return 0
-    manifest = generate_benchmark(root, preset=args.preset, seed=args.seed, soundfont=args.soundfont,
-                                  workers=args.workers, progress=not args.quiet)
+    manifest = generate_benchmark(
+        root,
+        preset=args.preset,
+        seed=args.seed,
+        soundfont=args.soundfont,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     size = sum((root / rel).stat().st_size for rel in manifest["files"])
     tracks = manifest["tracks"]
     print(

@@ -7,6 +7,7 @@
 The folder is listed through `musdb.DB`, so the embedded set and the real datasets take the same
 path; audio is read only when asked for. `root=None` reads $MUSDB_PATH, as musdb itself does.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,12 +51,16 @@ class Track:
         for source in SOURCES:
             path = self.path / f"{source}.wav"
             if not path.is_file():
-                raise MsgppError(f"{path}: missing (a MUSDB track folder holds mixture.wav and {', '.join(SOURCES)}.wav)")
+                raise MsgppError(
+                    f"{path}: missing (a MUSDB track folder holds mixture.wav and {', '.join(SOURCES)}.wav)"
+                )
             info = check_audio_file(path, decode=False)
             for what in ("samplerate", "channels", "frames"):
                 if getattr(info, what) != getattr(mixture, what):
-                    raise MsgppError(f"{path}: {getattr(info, what)} {what}, but mixture.wav has "
-                                     f"{getattr(mixture, what)}; the stems of a track must match its mixture")
+                    raise MsgppError(
+                        f"{path}: {getattr(info, what)} {what}, but mixture.wav has "
+                        f"{getattr(mixture, what)}; the stems of a track must match its mixture"
+                    )
         self._layout_checked = True
 
     def _read(self, audio, what: str) -> np.ndarray:
@@ -81,8 +86,15 @@ def open_tracks(root=None, subset: str = "test", names=None) -> list[Track]:
     tracks = []
     for musdb_track in database.tracks:
         path = Path(musdb_track.path)
-        tracks.append(Track(name=musdb_track.name, subset=subset, sample_rate=int(musdb_track.rate),
-                            _musdb_track=musdb_track, path=path.parent if is_wav else path))
+        tracks.append(
+            Track(
+                name=musdb_track.name,
+                subset=subset,
+                sample_rate=int(musdb_track.rate),
+                _musdb_track=musdb_track,
+                path=path.parent if is_wav else path,
+            )
+        )
     tracks.sort(key=lambda track: track.name)
     if not tracks:
         raise MsgppError(f"{root / subset}: no tracks found")
@@ -116,6 +128,4 @@ def _detect_format(root: Path, subset: str) -> bool:
         return False
     if any((entry / "mixture.wav").is_file() for entry in folder.iterdir() if entry.is_dir()):
         return True
-    raise MsgppError(
-        f"{folder}: not a MUSDB layout (expected <track>/mixture.wav folders or <track>.stem.mp4 files)"
-    )
+    raise MsgppError(f"{folder}: not a MUSDB layout (expected <track>/mixture.wav folders or <track>.stem.mp4 files)")

@@ -15,6 +15,7 @@ Musical model (4/4, one chord per bar):
   notes and delayed vibrato (both as pitch-bend curves), sometimes a harmony in the chorus;
 - other: a comping instrument (piano, e-piano, organ, guitars) and sometimes a pad or strings.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,25 +37,40 @@ PROGRESSIONS = {
 
 DRUM_STYLES = ("rock", "funk", "half-time", "shuffle", "four")
 STYLE_TEMPI = {  # BPM range in which each groove sounds natural; together they cover 78–150
-    "rock": (78, 150), "funk": (78, 124), "half-time": (100, 150), "shuffle": (78, 140), "four": (100, 150),
+    "rock": (78, 150),
+    "funk": (78, 124),
+    "half-time": (100, 150),
+    "shuffle": (78, 140),
+    "four": (100, 150),
 }
 DRUM_KITS = {  # GM drum-kit presets (bank 128) that suit each style
-    "rock": (0, 8, 16), "funk": (0, 8, 24), "half-time": (0, 16, 24, 25),
-    "shuffle": (0, 8, 32, 40), "four": (0, 24, 25),
+    "rock": (0, 8, 16),
+    "funk": (0, 8, 24),
+    "half-time": (0, 16, 24, 25),
+    "shuffle": (0, 8, 32, 40),
+    "four": (0, 24, 25),
 }
 BASS_PATTERNS = {  # style → the bass patterns that fit it
-    "rock": ("roots", "root-fifth", "octaves"), "funk": ("syncopated", "octaves"),
-    "half-time": ("root-fifth", "syncopated", "roots"), "shuffle": ("walking", "root-fifth"),
+    "rock": ("roots", "root-fifth", "octaves"),
+    "funk": ("syncopated", "octaves"),
+    "half-time": ("root-fifth", "syncopated", "roots"),
+    "shuffle": ("walking", "root-fifth"),
     "four": ("octaves", "roots", "syncopated"),
 }
 BASS_PROGRAMS = {  # GM 32–39
-    "rock": (33, 34, 37), "funk": (36, 37, 33), "half-time": (33, 35, 38, 39),
-    "shuffle": (32, 33, 35), "four": (38, 39, 33),
+    "rock": (33, 34, 37),
+    "funk": (36, 37, 33),
+    "half-time": (33, 35, 38, 39),
+    "shuffle": (32, 33, 35),
+    "four": (38, 39, 33),
 }
 VOCAL_PROGRAMS = (52, 53, 54, 85)  # Choir Aahs, Voice Oohs, Synth Voice, Solo Vox (lead)
 COMP_PROGRAMS = {
-    "piano": (0, 1, 2), "e-piano": (4, 5), "organ": (16, 17, 18),
-    "guitar": (24, 25, 26, 27), "drive-guitar": (29, 30),
+    "piano": (0, 1, 2),
+    "e-piano": (4, 5),
+    "organ": (16, 17, 18),
+    "guitar": (24, 25, 26, 27),
+    "drive-guitar": (29, 30),
 }
 PAD_PROGRAMS = (48, 49, 50, 88, 89, 90, 91, 92, 94, 95)
 
@@ -204,9 +220,20 @@ def make_song_plan(seed: int, subset: str, index: int, duration: float) -> SongP
             part.notes = [n for n in part.notes if n.start < duration - 0.05]
             part.bends = [b for b in part.bends if b[0] < duration]
     return SongPlan(
-        name=track_name(subset, index), subset=subset, index=index, seed=seed, duration=duration,
-        tempo=tempo, key=key, mode=mode, swing=float(swing), style=style, sections=sections, chords=chords,
-        stems={source: stems[source] for source in SOURCES}, mix_peak=float(10 ** (rng.uniform(-6, -1) / 20)),
+        name=track_name(subset, index),
+        subset=subset,
+        index=index,
+        seed=seed,
+        duration=duration,
+        tempo=tempo,
+        key=key,
+        mode=mode,
+        swing=float(swing),
+        style=style,
+        sections=sections,
+        chords=chords,
+        stems={source: stems[source] for source in SOURCES},
+        mix_peak=float(10 ** (rng.uniform(-6, -1) / 20)),
     )
 
 
@@ -432,18 +459,37 @@ def _other(rng, clock, style, chords, sections) -> StemPlan:
     family = str(rng.choice(families))
     program = int(rng.choice(COMP_PROGRAMS[family]))
     comp_style = {
-        "piano": ("block", "arpeggio", "offbeat"), "e-piano": ("block", "offbeat", "arpeggio"),
-        "organ": ("sustain", "offbeat"), "guitar": ("strum", "arpeggio", "offbeat"), "drive-guitar": ("power",),
+        "piano": ("block", "arpeggio", "offbeat"),
+        "e-piano": ("block", "offbeat", "arpeggio"),
+        "organ": ("sustain", "offbeat"),
+        "guitar": ("strum", "arpeggio", "offbeat"),
+        "drive-guitar": ("power",),
     }[family]
     pattern = str(rng.choice(comp_style))
     sevenths = family in ("e-piano", "piano") and rng.random() < 0.5
     side = 1 if rng.random() < 0.5 else -1
-    comp = Part(family, 0, 0, program, pan=int(64 + side * rng.integers(20, 50)), volume=100,
-                reverb=int(rng.integers(25, 70)), chorus=int(rng.integers(0, 40)))
+    comp = Part(
+        family,
+        0,
+        0,
+        program,
+        pan=int(64 + side * rng.integers(20, 50)),
+        volume=100,
+        reverb=int(rng.integers(25, 70)),
+        chorus=int(rng.integers(0, 40)),
+    )
     pad = None
     if rng.random() < 0.6:
-        pad = Part("pad", 1, 0, int(rng.choice(PAD_PROGRAMS)), pan=int(64 - side * rng.integers(10, 40)),
-                   volume=int(rng.integers(70, 95)), reverb=int(rng.integers(40, 90)), chorus=int(rng.integers(20, 60)))
+        pad = Part(
+            "pad",
+            1,
+            0,
+            int(rng.choice(PAD_PROGRAMS)),
+            pan=int(64 - side * rng.integers(10, 40)),
+            volume=int(rng.integers(70, 95)),
+            reverb=int(rng.integers(40, 90)),
+            chorus=int(rng.integers(20, 60)),
+        )
         pad_everywhere = rng.random() < 0.4
     previous = None
     for section, bar, root_pc, quality in _section_bars(sections, chords):
@@ -500,13 +546,20 @@ def _vocals(rng, clock, key, mode, chords, sections, duration) -> StemPlan:
     # the singable scale notes, about G3..A5, sung around the key's tonic
     low = 55 + rng.integers(0, 5)
     pitches = [k for k in range(low, low + 19) if (k - key) % 12 in scale]
-    lead = Part("lead", 0, 0, program, pan=64, volume=110, reverb=int(rng.integers(30, 70)),
-                chorus=int(rng.integers(0, 30)))
+    lead = Part(
+        "lead", 0, 0, program, pan=64, volume=110, reverb=int(rng.integers(30, 70)), chorus=int(rng.integers(0, 30))
+    )
     harmony = None
     if rng.random() < 0.5:
-        harmony = Part("harmony", 1, 0, int(rng.choice(VOCAL_PROGRAMS)),
-                       pan=int(64 + rng.choice([-1, 1]) * rng.integers(15, 35)),
-                       volume=90, reverb=lead.reverb)
+        harmony = Part(
+            "harmony",
+            1,
+            0,
+            int(rng.choice(VOCAL_PROGRAMS)),
+            pan=int(64 + rng.choice([-1, 1]) * rng.integers(15, 35)),
+            volume=90,
+            reverb=lead.reverb,
+        )
     current = int(rng.integers(len(pitches) // 3, 2 * len(pitches) // 3))
     # the voice comes in on one of the first bars, but within the first 40 % of a short excerpt
     first_bar = min(int(rng.choice([0, 1, 2])), int(0.4 * duration / (4 * clock.beat)))

@@ -7,6 +7,7 @@ FluidSynth shares the samples of a soundfont that is already loaded in the proce
 `Renderer` keeps one synthesiser alive holding the soundfont for that reason (loading it is the
 slow part, ~0.3 s for FluidR3_GM).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -72,8 +73,16 @@ class Renderer:
         self.sample_rate = sample_rate
         self._silence_fluidsynth_log()
         self._write_float = self.fluidsynth._fl.fluid_synth_write_float
-        self._write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                                      ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        self._write_float.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         self._write_float.restype = ctypes.c_int
         self._keeper, _ = self._new_synth()  # holds the soundfont's samples in FluidSynth's cache
 
@@ -87,7 +96,8 @@ class Renderer:
 
     def _new_synth(self):
         synth = self.fluidsynth.Synth(
-            gain=0.5, samplerate=self.sample_rate,
+            gain=0.5,
+            samplerate=self.sample_rate,
             **{"synth.cpu-cores": 1, "synth.polyphony": 256, "synth.reverb.active": 1, "synth.chorus.active": 1},
         )
         soundfont_id = synth.sfload(self.soundfont)
@@ -125,8 +135,16 @@ class Renderer:
                     f"{self.soundfont}: no preset bank {part.bank} program {part.program} "
                     "(a General MIDI soundfont is needed)"
                 )
-            for control, value in ((7, part.volume), (10, part.pan), (91, part.reverb), (93, part.chorus),
-                                   (101, 0), (100, 0), (6, int(BEND_RANGE_CENTS // 100)), (38, 0)):
+            for control, value in (
+                (7, part.volume),
+                (10, part.pan),
+                (91, part.reverb),
+                (93, part.chorus),
+                (101, 0),
+                (100, 0),
+                (6, int(BEND_RANGE_CENTS // 100)),
+                (38, 0),
+            ):
                 synth.cc(part.channel, control, int(value))
         events = _events(parts, self.sample_rate, total)
         out = np.zeros((total, 2), dtype=np.float32)
@@ -223,7 +241,7 @@ def active_rms(audio: np.ndarray, sample_rate: int, frame_seconds: float = 0.1) 
         return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     frames = audio[:, : count * frame].reshape(audio.shape[0], count, frame)
     power = np.mean(np.square(frames, dtype=np.float64), axis=(0, 2))
-    loud = np.sort(power)[count // 2:]
+    loud = np.sort(power)[count // 2 :]
     return float(np.sqrt(np.mean(loud)))
 
 

@@ -15,6 +15,7 @@ bad file stops the run with one line and nothing written. Outputs are written un
 names and renamed when complete. Only argument parsing happens at import: the models, torch and
 numpy load when a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,51 +24,97 @@ import sys
 from pathlib import Path
 
 from msgpp.constants import BACKENDS, CLIP_POLICIES, OUTPUT_FORMATS, OUTPUT_SUBTYPES
-from msgpp.errors import MsgppError, number_type
+from msgpp.errors import MsgppError, number_type, set_torch_threads
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "enhance", help="enhance separated sources (files or folders)",
+        "enhance",
+        help="enhance separated sources (files or folders)",
         description="Enhance separator estimates with an MSG generator. Keeps each file's sample rate and channels.",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio files or folders (searched recursively)")
-    parser.add_argument("--out", type=Path, default=Path("enhanced"),
-                        help="output folder (default: ./enhanced), or a file name when there is one input file")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="audio files or folders (searched recursively)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("enhanced"),
+        help="output folder (default: ./enhanced), or a file name when there is one input file",
+    )
     _add_model_arguments(parser)
     parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's, else wav)")
-    parser.add_argument("--subtype", choices=OUTPUT_SUBTYPES,
-                        help="sample format (default: the input's depth; FLAC and 16/24-bit inputs stay PCM)")
-    parser.add_argument("--clip", choices=CLIP_POLICIES, default="error",
-                        help="a PCM output peak above full scale: stop with an error (default), hard-clip, "
-                             "or scale the file to a 0.999 peak")
+    parser.add_argument(
+        "--subtype",
+        choices=OUTPUT_SUBTYPES,
+        help="sample format (default: the input's depth; FLAC and 16/24-bit inputs stay PCM)",
+    )
+    parser.add_argument(
+        "--clip",
+        choices=CLIP_POLICIES,
+        default="error",
+        help="a PCM output peak above full scale: stop with an error (default), hard-clip, "
+        "or scale the file to a 0.999 peak",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--segment", type=number_type("--segment", above=0), default=None,
-                        help="seconds per segment (default 5)")
-    parser.add_argument("--overlap", type=number_type("--overlap", minimum=0), default=None,
-                        help="seconds shared by neighbouring segments (default 0.5)")
-    parser.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=None,
-                        help="mono segments per forward pass (default 2)")
+    parser.add_argument(
+        "--segment", type=number_type("--segment", above=0), default=None, help="seconds per segment (default 5)"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=number_type("--overlap", minimum=0),
+        default=None,
+        help="seconds shared by neighbouring segments (default 0.5)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=number_type("--batch-size", minimum=1, integer=True),
+        default=None,
+        help="mono segments per forward pass (default 2)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=None,
-                        help="CPU threads for torch and ONNX Runtime (default: torch's)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto (default: ONNX Runtime on the CPU when installed, else PyTorch), torch, or onnxruntime")
-    parser.add_argument("--model-band-only", action="store_true",
-                        help="drop the input's content above the model's Nyquist frequency instead of keeping it")
+    parser.add_argument(
+        "--threads",
+        type=number_type("--threads", minimum=1, integer=True),
+        default=None,
+        help="CPU threads for torch and ONNX Runtime (default: torch's)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default: ONNX Runtime on the CPU when installed, else PyTorch), torch, or onnxruntime",
+    )
+    parser.add_argument(
+        "--model-band-only",
+        action="store_true",
+        help="drop the input's content above the model's Nyquist frequency instead of keeping it",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
     export = subparsers.add_parser(
-        "export-graph", help="export a generator as TorchScript or ONNX",
+        "export-graph",
+        help="export a generator as TorchScript or ONNX",
         description="Export an enhancer's generator as a graph for (batch, 1, segment) inputs: ONNX when --out "
-                    "ends in .onnx (any batch size), else TorchScript (one batch size).",
+        "ends in .onnx (any batch size), else TorchScript (one batch size).",
     )
     _add_model_arguments(export)
-    export.add_argument("--out", type=Path, required=True, help="the file to write: X.onnx for ONNX, X.ts for TorchScript")
-    export.add_argument("--segment", type=number_type("--segment", above=0), default=5.0, help="seconds per segment the graph takes (default 5)")
-    export.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True), default=4,
-                        help="segments per call a TorchScript graph takes (default 4; ONNX graphs take any)")
+    export.add_argument(
+        "--out", type=Path, required=True, help="the file to write: X.onnx for ONNX, X.ts for TorchScript"
+    )
+    export.add_argument(
+        "--segment",
+        type=number_type("--segment", above=0),
+        default=5.0,
+        help="seconds per segment the graph takes (default 5)",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=number_type("--batch-size", minimum=1, integer=True),
+        default=4,
+        help="segments per call a TorchScript graph takes (default 4; ONNX graphs take any)",
+    )
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=run_export)
     _register_published(subparsers)
@@ -75,29 +122,37 @@ def register(subparsers) -> None:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--model", metavar="NAME_OR_PATH", help="a shipped enhancer name (bass, drums, vocals), a published one "
-                       "(paper-bass, paper-drums, paper-vocals: downloaded on first use) or a weights file")
+    group.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="a shipped enhancer name (bass, drums, vocals), a published one "
+        "(paper-bass, paper-drums, paper-vocals: downloaded on first use) or a weights file",
+    )
     group.add_argument("--source", metavar="NAME", help="the shipped enhancer for this source (same as --model NAME)")
 
 
 def run(args) -> int:
-    import torch
-
     from msgpp.enhance.enhancer import Enhancer
     from msgpp.enhance.jobs import files_bar, plan_outputs
 
     pairs = plan_outputs(args.inputs, args.out, args.format)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise MsgppError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    options = {key: value for key, value in dict(
-        segment=args.segment, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        backend=args.backend,
-    ).items() if value is not None}
+    set_torch_threads(args.threads)
+    options = {
+        key: value
+        for key, value in dict(
+            segment=args.segment,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            backend=args.backend,
+        ).items()
+        if value is not None
+    }
     enhancer = Enhancer.from_pretrained(args.model or args.source, full_band=not args.model_band_only, **options)
-    jobs = [enhancer.plan_file(source, target, subtype=args.subtype, clip=args.clip, overwrite=args.force)
-            for source, target in pairs]
+    jobs = [
+        enhancer.plan_file(source, target, subtype=args.subtype, clip=args.clip, overwrite=args.force)
+        for source, target in pairs
+    ]
     total = sum(job.info.frames / job.info.samplerate for job in jobs)
     with files_bar(total, args.quiet) as bar:
         for number, job in enumerate(jobs, 1):
@@ -118,12 +173,21 @@ def run_export(args) -> int:
     enhancer = Enhancer.from_pretrained(args.model or args.source, device="cpu", backend="torch")
     if args.out.suffix.lower() == ".onnx":
         return _export_onnx(enhancer, args)
-    path = export_torchscript(enhancer.generator, args.out, sample_rate=enhancer.sample_rate, segment=args.segment,
-                              batch_size=args.batch_size, source=enhancer.source, overwrite=args.force)
+    path = export_torchscript(
+        enhancer.generator,
+        args.out,
+        sample_rate=enhancer.sample_rate,
+        segment=args.segment,
+        batch_size=args.batch_size,
+        source=enhancer.source,
+        overwrite=args.force,
+    )
     graph, metadata = load_torchscript(path)
     difference = max_difference(enhancer.generator, graph, metadata["batch_size"], metadata["segment_samples"])
-    print(f"{path}: TorchScript for ({metadata['batch_size']}, 1, {metadata['segment_samples']}) at "
-          f"{metadata['sample_rate']} Hz; max |graph − PyTorch| = {difference:.2e} on random input")
+    print(
+        f"{path}: TorchScript for ({metadata['batch_size']}, 1, {metadata['segment_samples']}) at "
+        f"{metadata['sample_rate']} Hz; max |graph − PyTorch| = {difference:.2e} on random input"
+    )
     return 0
 
 
@@ -134,31 +198,41 @@ def _export_onnx(enhancer, args) -> int:
     if not onnx_backend.available():
         raise MsgppError("ONNX export needs the packages onnx, onnxscript and onnxruntime (pip install them)")
     samples = max(1, round(args.segment * enhancer.sample_rate))
-    onnx_backend.export_onnx(enhancer.generator, args.out, sample_rate=enhancer.sample_rate, segment_samples=samples,
-                             source=enhancer.source, overwrite=args.force)
+    onnx_backend.export_onnx(
+        enhancer.generator,
+        args.out,
+        sample_rate=enhancer.sample_rate,
+        segment_samples=samples,
+        source=enhancer.source,
+        overwrite=args.force,
+    )
     graph = onnx_backend.load_onnx(args.out)
     difference = max_difference(enhancer.generator, graph, 2, samples)
-    print(f"{args.out}: ONNX for (batch, 1, {samples}) at {enhancer.sample_rate} Hz; "
-          f"max |ONNX Runtime − PyTorch| = {difference:.2e} on random input")
+    print(
+        f"{args.out}: ONNX for (batch, 1, {samples}) at {enhancer.sample_rate} Hz; "
+        f"max |ONNX Runtime − PyTorch| = {difference:.2e} on random input"
+    )
     return 0
 
 
 # -- the MSG authors' generators ------------------------------------------------------------------
 def _register_published(subparsers) -> None:
     download = subparsers.add_parser(
-        "download", help="download published weights ahead of time (paper-bass, paper-drums, paper-vocals)",
+        "download",
+        help="download published weights ahead of time (paper-bass, paper-drums, paper-vocals)",
         description="Download the MSG authors' published generators from the Hugging Face hub (huggingface_hub's "
-                    "cache; HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE apply) and convert them into msgpp's "
-                    "weights cache, so `--model paper-bass` works offline afterwards.",
+        "cache; HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE apply) and convert them into msgpp's "
+        "weights cache, so `--model paper-bass` works offline afterwards.",
     )
     download.add_argument("names", nargs="+", metavar="NAME", help="paper-bass, paper-drums, paper-vocals, or all")
     download.add_argument("--force", action="store_true", help="download and convert again even when cached")
     download.set_defaults(func=run_download)
 
     convert = subparsers.add_parser(
-        "convert-msg", help="convert an MSG authors' generator checkpoint into msgpp's inference file",
+        "convert-msg",
+        help="convert an MSG authors' generator checkpoint into msgpp's inference file",
         description="Convert a generator state dict of the MSG reference code (e.g. bass29netG.pt) into msgpp's "
-                    "inference file <out>/<name>-<sha8>.pt plus a model card <out>/<name>.md.",
+        "inference file <out>/<name>-<sha8>.pt plus a model card <out>/<name>.md.",
     )
     convert.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="their generator file (a raw state_dict)")
     convert.add_argument("--source", required=True, help="the source it enhances: bass, drums, vocals ...")
@@ -204,8 +278,10 @@ def rows() -> list[dict]:
     from msgpp.enhance import published
     from msgpp.enhance.pretrained import pretrained_names
 
-    found = [{"name": name, "source": name, "status": "shipped", "where": str(path)}
-             for name, path in sorted(pretrained_names().items())]
+    found = [
+        {"name": name, "source": name, "status": "shipped", "where": str(path)}
+        for name, path in sorted(pretrained_names().items())
+    ]
     for name, entry in published.PUBLISHED.items():
         state = published.status(name)
         where = published.cached(name) or published.in_hub_cache(name) or published.source_url(entry)

@@ -11,11 +11,12 @@ generator as mono signals (msgpp.overlap_add), resampled back (_RateBridge), and
 gain is undone so levels are kept. Files are streamed block by block (msgpp.enhance.jobs), so a
 long file never sits whole in memory.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -79,7 +80,9 @@ class Enhancer:
         if backend not in BACKENDS:
             raise MsgppError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         try:
-            self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.device = torch.device(
+                device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+            )
         except (RuntimeError, TypeError) as error:
             raise MsgppError(f"unknown device {device!r} ({first_line(error)})") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -102,7 +105,9 @@ class Enhancer:
             if self.device.type != "cpu":
                 raise MsgppError(f"backend 'onnxruntime' runs on the CPU only; use backend='torch' on {self.device}")
             if not onnx_backend.available():
-                raise MsgppError("backend 'onnxruntime' needs the packages onnxruntime, onnx and onnxscript (pip install them)")
+                raise MsgppError(
+                    "backend 'onnxruntime' needs the packages onnxruntime, onnx and onnxscript (pip install them)"
+                )
             return backend
         if backend == "auto":
             cpu_generator = self.device.type == "cpu" and isinstance(self.generator, Generator)
@@ -110,7 +115,7 @@ class Enhancer:
         return backend
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, sha256: str | None = None, **options) -> "Enhancer":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, sha256: str | None = None, **options) -> Enhancer:
         """A shipped enhancer by source name ("bass", "drums", "vocals"), a published one
         ("paper-bass", "paper-drums", "paper-vocals": the MSG authors' generators, downloaded and
         converted on first use, see msgpp.enhance.published) or an inference file.
@@ -152,8 +157,10 @@ class Enhancer:
         return self._generator
 
     def __repr__(self) -> str:
-        return (f"Enhancer(source={self.source!r}, sample_rate={self.sample_rate}, device={str(self.device)!r}, "
-                f"backend={self.backend!r}, segment={self.segment}, overlap={self.overlap}, batch_size={self.batch_size})")
+        return (
+            f"Enhancer(source={self.source!r}, sample_rate={self.sample_rate}, device={str(self.device)!r}, "
+            f"backend={self.backend!r}, segment={self.segment}, overlap={self.overlap}, batch_size={self.batch_size})"
+        )
 
     # -- in memory ----------------------------------------------------------------------------
     def __call__(self, audio, sample_rate: int):
@@ -198,8 +205,9 @@ class Enhancer:
         job = self.plan_file(input_path, output_path, subtype=subtype, clip=clip, overwrite=overwrite)
         return self.run_job(job, progress=progress)
 
-    def plan_file(self, input_path, output_path, *, subtype: str | None = None, clip: str = "error",
-                  overwrite: bool = False) -> FileJob:
+    def plan_file(
+        self, input_path, output_path, *, subtype: str | None = None, clip: str = "error", overwrite: bool = False
+    ) -> FileJob:
         """Check an input and its output before any model work (msgpp.enhance.jobs.plan_file); the
         CLI plans every file first, so a bad file stops the run before anything is written."""
         job = plan_file(input_path, output_path, subtype=subtype, clip=clip, overwrite=overwrite)
@@ -221,8 +229,9 @@ class Enhancer:
         return job.output
 
     # -- the pipeline -------------------------------------------------------------------------
-    def _stream(self, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, gains: np.ndarray,
-                frames: int) -> Iterator[np.ndarray]:
+    def _stream(
+        self, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, gains: np.ndarray, frames: int
+    ) -> Iterator[np.ndarray]:
         """(channels, k) blocks at `sample_rate` → enhanced blocks, exactly `frames` in all."""
         model_rate = self.sample_rate
         if self.segment is None:  # one piece: the whole signal is one segment
@@ -235,7 +244,10 @@ class Enhancer:
         process = self._process
         if self.backend == "onnxruntime" and self.segment is not None:  # a graph per segment length, any batch
             graph = self._graph(segment)
-            process = lambda batch: graph(torch.from_numpy(batch).unsqueeze(1)).squeeze(1).numpy()  # noqa: E731
+
+            def process(batch: np.ndarray) -> np.ndarray:
+                return graph(torch.from_numpy(batch).unsqueeze(1)).squeeze(1).numpy()
+
         overlap_add = OverlapAdd(process, channels, segment, overlap, self.batch_size, fixed_batch)
         bridge = _RateBridge(sample_rate, model_rate, channels, self.full_band)
         gains = gains.astype(np.float32)[:, None]
@@ -243,7 +255,7 @@ class Enhancer:
 
         def finished(enhanced: np.ndarray) -> np.ndarray:
             nonlocal written
-            enhanced = enhanced[:, :frames - written] / gains
+            enhanced = enhanced[:, : frames - written] / gains
             written += enhanced.shape[1]
             return enhanced
 
@@ -261,7 +273,9 @@ class Enhancer:
         from msgpp.enhance.onnx_backend import onnx_generator_for
 
         if segment not in self._graphs:
-            self._graphs[segment] = onnx_generator_for(self.generator, sample_rate=self.sample_rate, segment_samples=segment)
+            self._graphs[segment] = onnx_generator_for(
+                self.generator, sample_rate=self.sample_rate, segment_samples=segment
+            )
             if self._rebuild is not None:
                 self._generator = None  # the graph runs from here on; see from_pretrained
         return self._graphs[segment]
@@ -298,7 +312,10 @@ class _RateBridge:
         self.active = int(rate) != int(model_rate)
         self.full_band = full_band and self.active
         if self.active:
-            stream = lambda a, b: soxr.ResampleStream(a, b, channels, dtype="float32", quality=_RESAMPLE_QUALITY)
+
+            def stream(a, b):
+                return soxr.ResampleStream(a, b, channels, dtype="float32", quality=_RESAMPLE_QUALITY)
+
             self._down, self._up = stream(rate, model_rate), stream(model_rate, rate)
             if self.full_band:
                 self._plain_up = stream(model_rate, rate)

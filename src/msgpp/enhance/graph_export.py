@@ -7,6 +7,7 @@ torch.export at that shape and the captured program is traced. `msgpp.Enhancer` 
 batch when it runs such a graph, so any signal goes through it. The file carries its metadata
 (sample rate, segment length, batch size, source, msgpp version) as an extra file "msgpp.json".
 """
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,22 @@ def export_torchscript(
         program = torch.export.export(generator, (example,))
         traced = torch.jit.trace(program.module(), example, check_trace=False)
     metadata = {
-        "format": "msgpp-torchscript/1", "sample_rate": int(sample_rate), "segment_samples": samples,
-        "batch_size": int(batch_size), "source": source, "msgpp": msgpp.__version__, "torch": torch.__version__,
+        "format": "msgpp-torchscript/1",
+        "sample_rate": int(sample_rate),
+        "segment_samples": samples,
+        "batch_size": int(batch_size),
+        "source": source,
+        "msgpp": msgpp.__version__,
+        "torch": torch.__version__,
     }
     with atomic_path(path) as temporary:
         torch.jit.save(traced, temporary, _extra_files={METADATA_NAME: json.dumps(metadata)})
     return path
 
 
-def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
+def load_torchscript(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.jit.ScriptModule, dict]:
     """(graph, metadata) of a file written by export_torchscript."""
     path = Path(path)
     if not path.is_file():

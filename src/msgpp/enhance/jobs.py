@@ -10,12 +10,13 @@ bad file stops a run with one line and nothing written. Files are streamed block
 long file never sits whole in memory. msgpp.enhance.enhancer runs the model between reading and
 writing; msgpp.stems writes its stems with the same functions.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -38,9 +39,14 @@ def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list
     for given in inputs:
         if given.is_dir():
             # Files under the output folder are this command's own outputs, never inputs.
-            files = sorted(path for path in given.rglob("*")
-                           if path.suffix.lower() in AUDIO_FORMATS and path.is_file() and not path.name.startswith(".")
-                           and not (out_resolved != given.resolve() and path.resolve().is_relative_to(out_resolved)))
+            files = sorted(
+                path
+                for path in given.rglob("*")
+                if path.suffix.lower() in AUDIO_FORMATS
+                and path.is_file()
+                and not path.name.startswith(".")
+                and not (out_resolved != given.resolve() and path.resolve().is_relative_to(out_resolved))
+            )
             if not files:
                 raise MsgppError(f"{given}: no audio files ({', '.join(AUDIO_FORMATS)}) in this folder")
             found += [(path, path.relative_to(given)) for path in files]
@@ -49,8 +55,10 @@ def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list
         else:
             raise MsgppError(f"{given}: no such file or folder")
     if out.suffix and not out.is_dir() and out.suffix.lower() not in AUDIO_FORMATS:
-        raise MsgppError(f"--out {out}: unsupported output extension {out.suffix!r} (use {', '.join(AUDIO_FORMATS)}, "
-                         "or a folder; a new folder's name must not end in an extension)")
+        raise MsgppError(
+            f"--out {out}: unsupported output extension {out.suffix!r} (use {', '.join(AUDIO_FORMATS)}, "
+            "or a folder; a new folder's name must not end in an extension)"
+        )
     if out.suffix.lower() in AUDIO_FORMATS and not out.is_dir():
         if len(found) != 1:
             raise MsgppError(f"--out {out}: a file name takes exactly one input, got {len(found)}; give a folder")
@@ -59,8 +67,11 @@ def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list
         return [(found[0][0], out)]
     pairs, claimed = [], {}
     for source, relative in found:
-        suffix = f".{file_format}" if file_format else (
-            relative.suffix.lower() if relative.suffix.lower() in AUDIO_FORMATS else ".wav")
+        suffix = (
+            f".{file_format}"
+            if file_format
+            else (relative.suffix.lower() if relative.suffix.lower() in AUDIO_FORMATS else ".wav")
+        )
         target = out / relative.with_suffix(suffix)
         if target in claimed:
             raise MsgppError(f"{source} and {claimed[target]} would both be written to {target}")
@@ -78,8 +89,9 @@ class FileJob:
         self.subtype, self.format, self.clip = subtype, file_format, clip
 
 
-def plan_file(input_path, output_path, *, subtype: str | None = None, clip: str = "error",
-              overwrite: bool = False) -> FileJob:
+def plan_file(
+    input_path, output_path, *, subtype: str | None = None, clip: str = "error", overwrite: bool = False
+) -> FileJob:
     """Check an input and its output before any model work: readable, complete, finite, not
     too short, output format and subtype valid, no overwrite unless asked. Reads the input once
     to find each channel's peak (for the per-channel gain). Raises MsgppError naming the file."""
@@ -115,7 +127,9 @@ def output_subtype(input_subtype: str, requested: str | None, file_format: str, 
         if requested not in SUBTYPES:
             raise MsgppError(f"unknown subtype {requested!r}; choose one of {', '.join(OUTPUT_SUBTYPES)}")
         if fixed:
-            raise MsgppError(f"{target}: {file_format} output has no subtype choice; drop --subtype or write .wav/.flac")
+            raise MsgppError(
+                f"{target}: {file_format} output has no subtype choice; drop --subtype or write .wav/.flac"
+            )
         chosen = SUBTYPES[requested]
         if not sf.check_format(file_format, chosen):
             raise MsgppError(f"{target}: {file_format} cannot hold {chosen} samples")
@@ -162,7 +176,7 @@ def read_blocks(reader: sf.SoundFile, path: Path, on_block=None) -> Iterator[np.
 def write_blocks(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
     """Write (channels, k) blocks to the job's output atomically (a temporary beside it, renamed
     when complete), applying its clip policy."""
-    info, target = job.info, job.output
+    target = job.output
     limited = job.subtype not in FLOAT_SUBTYPES  # PCM and lossy formats clip at full scale
     normalize = limited and job.clip == "normalize"
     try:
@@ -174,16 +188,23 @@ def write_blocks(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
                     if gain != 1.0:
                         log.info("%s: peak %.3f scaled to 0.999 (gain %.2f dB)", target, peak, 20 * np.log10(gain))
                     with sf.SoundFile(first) as reader:
-                        _write(job, (block * gain for block in read_blocks(reader, Path(first))), final,
-                               job.subtype, job.format, limited=False)
+                        _write(
+                            job,
+                            (block * gain for block in read_blocks(reader, Path(first))),
+                            final,
+                            job.subtype,
+                            job.format,
+                            limited=False,
+                        )
             else:
                 _write(job, blocks, final, job.subtype, job.format, limited=limited)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise MsgppError(f"{target}: cannot write ({describe_write_error(error)})") from None
 
 
-def _write(job: FileJob, blocks: Iterable[np.ndarray], path: str, subtype: str, file_format: str, *,
-           limited: bool) -> float:
+def _write(
+    job: FileJob, blocks: Iterable[np.ndarray], path: str, subtype: str, file_format: str, *, limited: bool
+) -> float:
     """Write blocks to `path`; returns their peak. `limited`: the format clips at full scale, so
     a peak above it follows the job's clip policy ("error" or "clip")."""
     target, peak, clipped = job.output, 0.0, 0
@@ -216,9 +237,14 @@ def progress_bar(progress, total_seconds: float, name: str, unit: str = "s"):
     if progress is True:
         from tqdm import tqdm
 
-        return tqdm(total=round(total_seconds, 2), unit="s", desc=name, leave=False, file=sys.stderr,
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} " + unit
-                               + " [{elapsed}<{remaining}]"), True
+        return tqdm(
+            total=round(total_seconds, 2),
+            unit="s",
+            desc=name,
+            leave=False,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}]",
+        ), True
     return progress, False
 
 
@@ -227,5 +253,11 @@ def files_bar(total_seconds: float, quiet: bool = False):
     work updates it (pass it as `progress`)."""
     from tqdm import tqdm
 
-    return tqdm(total=round(total_seconds, 2), unit="s", disable=quiet, file=sys.stderr, dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+    return tqdm(
+        total=round(total_seconds, 2),
+        unit="s",
+        disable=quiet,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]",
+    )

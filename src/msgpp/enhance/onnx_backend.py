@@ -14,6 +14,7 @@ its metadata (format, sample rate, segment length, source, versions) as the ONNX
 generator's class, configuration, weights and the versions involved, so the export (several
 seconds) is paid once per model and segment length.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,15 @@ def available() -> bool:
 
 
 # -- export ------------------------------------------------------------------------------------
-def export_onnx(generator: nn.Module, path: str | os.PathLike | None = None, *, sample_rate: int,
-                segment_samples: int, source: str | None = None, overwrite: bool = False) -> bytes:
+def export_onnx(
+    generator: nn.Module,
+    path: str | os.PathLike | None = None,
+    *,
+    sample_rate: int,
+    segment_samples: int,
+    source: str | None = None,
+    overwrite: bool = False,
+) -> bytes:
     """The generator as an ONNX model (bytes) for (any batch, 1, segment_samples) inputs.
 
     With `path`, the model is also written there, atomically."""
@@ -67,15 +75,28 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike | None = None, *, 
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
-                generator, (example,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={"audio": {0: batch}}, verbose=False,
+                generator,
+                (example,),
+                None,
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"audio": {0: batch}},
+                verbose=False,
             )
     except Exception as error:  # the exporter raises many types; all mean "this module does not export"
-        raise MsgppError(f"cannot export this generator to ONNX ({first_line(error, 200)}); use backend='torch'") from None
+        raise MsgppError(
+            f"cannot export this generator to ONNX ({first_line(error, 200)}); use backend='torch'"
+        ) from None
     model = program.model_proto
     metadata = {
-        "format": FORMAT, "sample_rate": int(sample_rate), "segment_samples": int(segment_samples), "source": source,
-        "msgpp": msgpp.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "format": FORMAT,
+        "sample_rate": int(sample_rate),
+        "segment_samples": int(segment_samples),
+        "source": source,
+        "msgpp": msgpp.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
     }
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
@@ -97,7 +118,7 @@ def _quiet_exporter():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -145,8 +166,9 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> OnnxGenera
     return OnnxGenerator(path, threads)
 
 
-def onnx_generator_for(generator: nn.Module, *, sample_rate: int, segment_samples: int,
-                       threads: int | None = None) -> OnnxGenerator:
+def onnx_generator_for(
+    generator: nn.Module, *, sample_rate: int, segment_samples: int, threads: int | None = None
+) -> OnnxGenerator:
     """The generator's graph for this segment length, from the disk cache or freshly exported."""
     path = cache_dir() / "onnx" / f"{graph_key(generator, segment_samples)}.onnx"
     if path.is_file():
@@ -154,7 +176,9 @@ def onnx_generator_for(generator: nn.Module, *, sample_rate: int, segment_sample
             return OnnxGenerator(path, threads)
         except MsgppError:  # a damaged cache entry: export again
             log.warning("%s: unreadable cached graph, exporting again", path)
-    log.info("exporting the generator to ONNX for %d-sample segments (once; cached in %s)", segment_samples, path.parent)
+    log.info(
+        "exporting the generator to ONNX for %d-sample segments (once; cached in %s)", segment_samples, path.parent
+    )
     data = export_onnx(generator, sample_rate=sample_rate, segment_samples=segment_samples)
     try:
         atomic_write_bytes(path, data)
@@ -174,9 +198,14 @@ def graph_key(generator: nn.Module, segment_samples: int) -> str:
     digest = hashlib.sha256()
     kind = type(generator)
     header = {
-        "class": f"{kind.__module__}.{kind.__qualname__}", "config": getattr(generator, "config", None),
-        "segment_samples": int(segment_samples), "msgpp": msgpp.__version__, "torch": torch.__version__,
-        "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "format": FORMAT,
+        "class": f"{kind.__module__}.{kind.__qualname__}",
+        "config": getattr(generator, "config", None),
+        "segment_samples": int(segment_samples),
+        "msgpp": msgpp.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "format": FORMAT,
     }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for name, tensor in generator.state_dict().items():

@@ -5,6 +5,7 @@ and the MSG authors' published ones (msgpp.enhance.published), or else a path to
     resolve_pretrained("paper-bass")    # published: downloaded and converted on first use
     resolve_pretrained("my/msg-bass-1a2b3c4d.pt")
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
         return published.ensure(str(name_or_path))
     if str(name_or_path) not in names:
         shipped = ", ".join(sorted(names)) or "none"
-        raise MsgppError(f"unknown enhancer {str(name_or_path)!r}: not a file, not a shipped name (shipped: {shipped}) "
-                         f"and not a published one ({', '.join(published.PUBLISHED)})")
+        raise MsgppError(
+            f"unknown enhancer {str(name_or_path)!r}: not a file, not a shipped name (shipped: {shipped}) "
+            f"and not a published one ({', '.join(published.PUBLISHED)})"
+        )
     return names[str(name_or_path)]

@@ -20,8 +20,8 @@ the same layers under other names, 89,447,041 parameters. The mapping, checked s
 
 Their context-3 decoder conv has no padding (v2 shrinks the signal and centre-trims the skips);
 demucs 4's `context=1` is the same 3-tap conv with one frame of padding, so the two U-Nets compute
-the same samples away from the signal's edges (tests/test_published.py checks this on a small
-model against an independent implementation of the v2 forward). Their global skip connection
+the same samples away from the signal's edges (tests/enhance/test_published.py checks this on a
+small model against an independent implementation of the v2 forward). Their global skip connection
 becomes msgpp's `residual=True`.
 
 The converter reads any width and depth of their layout (channels, kernel, growth, depth and
@@ -35,6 +35,7 @@ atomically into msgpp's weights cache, `<cache_dir()>/enhancers/msg-paper-<sourc
 (msgpp.files.cache_dir(), as for ONNX graphs: $MSGPP_CACHE_DIR, else $XDG_CACHE_HOME/msgpp, else
 ~/.cache/msgpp).
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,8 @@ class Published:
 
 
 PUBLISHED: dict[str, Published] = {
-    entry.name: entry for entry in (
+    entry.name: entry
+    for entry in (
         Published("paper-bass", "bass", "bass29netG.pt", 29),
         Published("paper-drums", "drums", "drums29netG.pt", 29),
         Published("paper-vocals", "vocals", "vocals39netG.pt", 39),
@@ -77,8 +79,14 @@ PUBLISHED: dict[str, Published] = {
 
 
 # -- the authors' layout ---------------------------------------------------------------------------
-def reference_shapes(channels: int = 64, depth: int = 6, kernel_size: int = 8, growth: float = 2.0,
-                     context: int = 3, outconv: bool = True) -> dict[str, tuple[int, ...]]:
+def reference_shapes(
+    channels: int = 64,
+    depth: int = 6,
+    kernel_size: int = 8,
+    growth: float = 2.0,
+    context: int = 3,
+    outconv: bool = True,
+) -> dict[str, tuple[int, ...]]:
     """{key: shape} of the authors' generator state dict (their Demucs v2 copy, mono, one source,
     GLU, rewrite convs, no LSTM) for these sizes."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -94,8 +102,15 @@ def reference_shapes(channels: int = 64, depth: int = 6, kernel_size: int = 8, g
         # decoder layers are listed innermost first; layer `index` of the encoder pairs with
         # decoder position depth-1-index
         out_channels = in_channels if index > 0 else 1
-        decoders.insert(0, {"0.weight": (2 * width, width, context), "0.bias": (2 * width,),
-                            "2.weight": (width, out_channels, kernel_size), "2.bias": (out_channels,)})
+        decoders.insert(
+            0,
+            {
+                "0.weight": (2 * width, width, context),
+                "0.bias": (2 * width,),
+                "2.weight": (width, out_channels, kernel_size),
+                "2.bias": (out_channels,),
+            },
+        )
         in_channels, width = width, int(growth * width)
     for position, layer in enumerate(decoders):
         for suffix, shape in layer.items():
@@ -164,10 +179,14 @@ def convert_state_dict(state_dict: dict) -> tuple[dict, dict, dict]:
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        details = "; ".join(part for part in (
-            f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "",
-            f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}" if unexpected else "",
-        ) if part)
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "",
+                f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}" if unexpected else "",
+            )
+            if part
+        )
         raise MsgppError(f"not the MSG generator layout for {_describe(found)} ({details})")
     for key, shape in expected.items():
         if tuple(state_dict[key].shape) != shape:
@@ -176,9 +195,19 @@ def convert_state_dict(state_dict: dict) -> tuple[dict, dict, dict]:
         raise MsgppError("a generator state dict holds floating-point tensors only")
     their_count = sum(value.numel() for value in state_dict.values())
 
-    config = {**GENERATOR_PRESETS["paper"], "channels": found["channels"], "depth": found["depth"],
-              "kernel_size": found["kernel_size"], "growth": found["growth"], "context": (found["context"] - 1) // 2,
-              "stride": STRIDE, "resample": True, "normalize": True, "sample_rate": SAMPLE_RATE, "residual": True}
+    config = {
+        **GENERATOR_PRESETS["paper"],
+        "channels": found["channels"],
+        "depth": found["depth"],
+        "kernel_size": found["kernel_size"],
+        "growth": found["growth"],
+        "context": (found["context"] - 1) // 2,
+        "stride": STRIDE,
+        "resample": True,
+        "normalize": True,
+        "sample_rate": SAMPLE_RATE,
+        "residual": True,
+    }
     with torch.device("meta"):
         target = build_generator(config)
     target_shapes = {key: tuple(value.shape) for key, value in target.state_dict().items()}
@@ -188,26 +217,46 @@ def convert_state_dict(state_dict: dict) -> tuple[dict, dict, dict]:
         if mapped is None:
             continue
         if target_shapes.get(mapped) != tuple(value.shape):
-            raise MsgppError(f"{key} → {mapped}: shape {tuple(value.shape)} does not fit msgpp's {target_shapes.get(mapped)}")
+            raise MsgppError(
+                f"{key} → {mapped}: shape {tuple(value.shape)} does not fit msgpp's {target_shapes.get(mapped)}"
+            )
         converted[mapped] = value
     if set(converted) != set(target_shapes):
-        raise MsgppError(f"msgpp's generator has weights the checkpoint does not fill: {sorted(set(target_shapes) - set(converted))[:4]}")
+        raise MsgppError(
+            "msgpp's generator has weights the checkpoint does not fill: "
+            f"{sorted(set(target_shapes) - set(converted))[:4]}"
+        )
     count = sum(value.numel() for value in converted.values())
     if count != count_parameters(target):
-        raise MsgppError(f"parameter count {count:,} after conversion, msgpp's generator has {count_parameters(target):,}")
-    paper = {key: config[key] for key in ("channels", "depth", "kernel_size", "growth", "context")} == \
-            {key: GENERATOR_PRESETS["paper"][key] for key in ("channels", "depth", "kernel_size", "growth", "context")}
-    if paper and (their_count, count) != (REFERENCE_PARAMETERS if "outconv.weight" in state_dict else PAPER_PARAMETERS, PAPER_PARAMETERS):
-        raise MsgppError(f"paper-size generator with {their_count:,} / {count:,} parameters; expected "
-                         f"{REFERENCE_PARAMETERS:,} / {PAPER_PARAMETERS:,}")
-    facts = {"reference_parameters": their_count, "parameters": count, "paper_size": paper,
-             "dropped": sorted(key for key in state_dict if map_key(key) is None), "architecture": found}
+        raise MsgppError(
+            f"parameter count {count:,} after conversion, msgpp's generator has {count_parameters(target):,}"
+        )
+    paper = {key: config[key] for key in ("channels", "depth", "kernel_size", "growth", "context")} == {
+        key: GENERATOR_PRESETS["paper"][key] for key in ("channels", "depth", "kernel_size", "growth", "context")
+    }
+    if paper and (their_count, count) != (
+        REFERENCE_PARAMETERS if "outconv.weight" in state_dict else PAPER_PARAMETERS,
+        PAPER_PARAMETERS,
+    ):
+        raise MsgppError(
+            f"paper-size generator with {their_count:,} / {count:,} parameters; expected "
+            f"{REFERENCE_PARAMETERS:,} / {PAPER_PARAMETERS:,}"
+        )
+    facts = {
+        "reference_parameters": their_count,
+        "parameters": count,
+        "paper_size": paper,
+        "dropped": sorted(key for key in state_dict if map_key(key) is None),
+        "architecture": found,
+    }
     return config, converted, facts
 
 
 def _describe(found: dict) -> str:
-    return (f"{found['channels']} channels, depth {found['depth']}, kernel {found['kernel_size']}, "
-            f"growth {found['growth']:g}, context {found['context']}")
+    return (
+        f"{found['channels']} channels, depth {found['depth']}, kernel {found['kernel_size']}, "
+        f"growth {found['growth']:g}, context {found['context']}"
+    )
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -230,8 +279,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return loaded
 
 
-def convert_checkpoint(checkpoint: str | os.PathLike, source: str, out: str | os.PathLike, *,
-                       stem: str | None = None, origin: dict | None = None) -> Path:
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    source: str,
+    out: str | os.PathLike,
+    *,
+    stem: str | None = None,
+    origin: dict | None = None,
+) -> Path:
     """Convert one of their checkpoint files into msgpp's inference file `<out>/<stem>-<sha8>.pt`
     (default stem `msg-paper-<source>`), with a model card `<out>/<stem>.md`; returns the file."""
     from msgpp.enhance.weights_file import check_package, save_inference_file
@@ -245,16 +300,28 @@ def convert_checkpoint(checkpoint: str | os.PathLike, source: str, out: str | os
         if str(error).startswith(str(checkpoint)):
             raise
         raise MsgppError(f"{checkpoint}: {error}") from None
-    check_package({"source": source, "sample_rate": SAMPLE_RATE, "generator_config": config, "state_dict": converted},
-                  checkpoint)
+    check_package(
+        {"source": source, "sample_rate": SAMPLE_RATE, "generator_config": config, "state_dict": converted}, checkpoint
+    )
     stem = stem or f"msg-paper-{source}"
     origin = dict(origin or {})
     origin.setdefault("checkpoint", checkpoint.name)
     origin["checkpoint_sha256"] = sha256_file(checkpoint)
-    training = {"origin": "MSG authors' published generator (Schaffer et al., ISMIR 2022), converted by msgpp",
-                **origin, "reference_parameters": facts["reference_parameters"], "dropped_keys": facts["dropped"]}
-    path = save_inference_file(out, stem, source=source, sample_rate=SAMPLE_RATE, generator_config=config,
-                               state_dict=converted, training=training)
+    training = {
+        "origin": "MSG authors' published generator (Schaffer et al., ISMIR 2022), converted by msgpp",
+        **origin,
+        "reference_parameters": facts["reference_parameters"],
+        "dropped_keys": facts["dropped"],
+    }
+    path = save_inference_file(
+        out,
+        stem,
+        source=source,
+        sample_rate=SAMPLE_RATE,
+        generator_config=config,
+        state_dict=converted,
+        training=training,
+    )
     card = model_card(path, source, config, facts, origin)
     atomic_write_text(Path(out) / f"{stem}.md", card)
     return path
@@ -273,7 +340,7 @@ def model_card(path: Path, source: str, config: dict, facts: dict, origin: dict)
         f"their forward: {', '.join(facts['dropped']) or 'nothing'})",
         f"- architecture: {_describe(facts['architecture'])} (theirs) = msgpp generator config below",
         f"- origin: {json.dumps(origin, sort_keys=True)}",
-        f"- load: `msgpp.Enhancer.from_pretrained(\"<this folder>/{path.name}\")`, or "
+        f'- load: `msgpp.Enhancer.from_pretrained("<this folder>/{path.name}")`, or '
         f"`msgpp enhance --model <this folder>/{path.name} ...`",
         "",
         "Differences from the authors' inference script (Run_Inference.py), which the paper's figures used: it cuts "
@@ -342,9 +409,11 @@ def source_url(entry: Published) -> str:
 
 
 def _where_to_put(entry: Published) -> str:
-    return (f"on a machine online run `msgpp download {entry.name}` and copy {weights_folder()} here, or fetch "
-            f"{source_url(entry)} and run `msgpp convert-msg {entry.filename} --source {entry.source} "
-            f"--out {weights_folder()}`")
+    return (
+        f"on a machine online run `msgpp download {entry.name}` and copy {weights_folder()} here, or fetch "
+        f"{source_url(entry)} and run `msgpp convert-msg {entry.filename} --source {entry.source} "
+        f"--out {weights_folder()}`"
+    )
 
 
 def in_hub_cache(name: str) -> Path | None:
@@ -368,7 +437,8 @@ def fetch_checkpoint(name: str, *, force: bool = False) -> Path:
             return path
         _remove_download(path)
         if offline or attempt == 2:
-            raise MsgppError(f"{name}: {problem}; removed it. {'Fetch it again: ' + _where_to_put(entry) if offline else 'Try again later: ' + source_url(entry)}")
+            advice = f"Fetch it again: {_where_to_put(entry)}" if offline else f"Try again later: {source_url(entry)}"
+            raise MsgppError(f"{name}: {problem}; removed it. {advice}")
         log.warning("%s: %s; removed it, downloading again", name, problem)
     raise AssertionError("unreachable")
 
@@ -379,21 +449,37 @@ def _hub_download(entry: Published, *, offline: bool, force: bool) -> Path:
 
     started = time.time()
     try:
-        return Path(hf_hub_download(HF_REPO, entry.filename, revision=_revision(), cache_dir=_hub_cache(),
-                                    endpoint=_endpoint(), local_files_only=offline, force_download=force and not offline))
+        return Path(
+            hf_hub_download(
+                HF_REPO,
+                entry.filename,
+                revision=_revision(),
+                cache_dir=_hub_cache(),
+                endpoint=_endpoint(),
+                local_files_only=offline,
+                force_download=force and not offline,
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
         _remove_incomplete(started)
         if offline:
-            raise MsgppError(f"{entry.name} is not downloaded and HF_HUB_OFFLINE is set: {_where_to_put(entry)}") from None
-        raise MsgppError(f"{entry.name}: cannot download {source_url(entry)} ({_reason(error)}): {_where_to_put(entry)}") from None
+            raise MsgppError(
+                f"{entry.name} is not downloaded and HF_HUB_OFFLINE is set: {_where_to_put(entry)}"
+            ) from None
+        raise MsgppError(
+            f"{entry.name}: cannot download {source_url(entry)} ({_reason(error)}): {_where_to_put(entry)}"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         _remove_incomplete(started)
-        raise MsgppError(f"{entry.name}: download of {source_url(entry)} failed ({_reason(error)}); nothing was kept, "
-                         "try again") from None
+        raise MsgppError(
+            f"{entry.name}: download of {source_url(entry)} failed ({_reason(error)}); nothing was kept, try again"
+        ) from None
     except Exception as error:  # noqa: BLE001 - httpx and the hub client raise many types for a broken transfer
         _remove_incomplete(started)
-        raise MsgppError(f"{entry.name}: download of {source_url(entry)} failed ({type(error).__name__}: "
-                         f"{_reason(error)}); nothing was kept, try again") from None
+        raise MsgppError(
+            f"{entry.name}: download of {source_url(entry)} failed ({type(error).__name__}: "
+            f"{_reason(error)}); nothing was kept, try again"
+        ) from None
 
 
 def _reason(error: Exception) -> str:
@@ -443,8 +529,13 @@ def ensure(name: str, *, force: bool = False) -> Path:
     if not force and (found := cached(name)) is not None:
         return found
     checkpoint = fetch_checkpoint(name, force=force)
-    origin = {"repository": HF_REPO, "revision": _revision(), "file": entry.filename, "epoch": entry.epoch,
-              "url": f"https://huggingface.co/{HF_REPO}"}
+    origin = {
+        "repository": HF_REPO,
+        "revision": _revision(),
+        "file": entry.filename,
+        "epoch": entry.epoch,
+        "url": f"https://huggingface.co/{HF_REPO}",
+    }
     commit = checkpoint.parent.name
     if re.fullmatch(r"[0-9a-f]{40}", commit):
         origin["commit"] = commit
@@ -457,7 +548,7 @@ def ensure(name: str, *, force: bool = False) -> Path:
 
 
 def status(name: str) -> str:
-    """"downloaded" (converted in msgpp's cache), "in the Hugging Face cache" or "downloadable"."""
+    """ "downloaded" (converted in msgpp's cache), "in the Hugging Face cache" or "downloadable"."""
     if cached(name) is not None:
         return "downloaded"
     if in_hub_cache(name) is not None:

@@ -12,6 +12,7 @@ An inference file is a plain dict saved with torch.save and read with weights_on
 Files are named `<stem>-<first 8 hex of sha256>.pt` (demucs' habit), and the loader checks that
 prefix, so a corrupt or swapped file is refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,8 +81,15 @@ def save_inference_file(
 
 def check_file_stem(stem) -> str:
     """A weights file's stem must be a plain file name: no folder parts, not hidden."""
-    if not isinstance(stem, str) or not stem.strip() or stem.startswith(".") or "/" in stem or "\\" in stem \
-            or "\0" in stem or len(stem) > 200:
+    if (
+        not isinstance(stem, str)
+        or not stem.strip()
+        or stem.startswith(".")
+        or "/" in stem
+        or "\\" in stem
+        or "\0" in stem
+        or len(stem) > 200
+    ):
         raise MsgppError(f"--name {stem!r}: expected a plain file name (no '/', not starting with '.')")
     return stem
 
@@ -102,11 +110,17 @@ def load_inference_file(path: str | os.PathLike, sha256: str | None = None) -> d
     if expected is not None:
         actual = sha256_file(path)
         if not actual.startswith(expected.lower()):
-            raise MsgppError(f"{path}: checksum mismatch (expected {expected}, file has {actual[:len(expected)]}); the file is corrupt or was replaced")
+            raise MsgppError(
+                f"{path}: checksum mismatch (expected {expected}, file has {actual[: len(expected)]}); "
+                "the file is corrupt or was replaced"
+            )
     elif str(path) not in _WARNED:
         _WARNED.add(str(path))
-        log.warning("%s: not verified (no checksum in its name, as in msg-bass-1a2b3c4d.pt, and none given); "
-                    "only its values are checked", path)
+        log.warning(
+            "%s: not verified (no checksum in its name, as in msg-bass-1a2b3c4d.pt, and none given); "
+            "only its values are checked",
+            path,
+        )
     if path.stat().st_size == 0:
         raise MsgppError(f"{path}: empty weights file")
     try:
@@ -114,7 +128,8 @@ def load_inference_file(path: str | os.PathLike, sha256: str | None = None) -> d
     except Exception as error:  # torch raises many types for a bad pickle
         raise MsgppError(f"{path}: not a readable weights file ({error_text(error)})") from None
     if not isinstance(package, dict) or package.get("format") != FORMAT:
-        raise MsgppError(f"{path}: not an msgpp enhancer file (format {package.get('format') if isinstance(package, dict) else type(package).__name__!r})")
+        found = package.get("format") if isinstance(package, dict) else type(package).__name__
+        raise MsgppError(f"{path}: not an msgpp enhancer file (format {found!r})")
     check_package(package, path)
     return package
 
@@ -141,5 +156,7 @@ def check_package(package: dict, path) -> None:
                 raise MsgppError(f"{path}: damaged weights file ({name!r} holds NaN or Inf values)")
             peak = float(tensor.abs().max())
             if peak > IMPLAUSIBLE_WEIGHT:
-                raise MsgppError(f"{path}: damaged weights file ({name!r} holds {peak:.3g}, far beyond any trained "
-                                 "weight: a flipped bit?)")
+                raise MsgppError(
+                    f"{path}: damaged weights file ({name!r} holds {peak:.3g}, far beyond any trained "
+                    "weight: a flipped bit?)"
+                )

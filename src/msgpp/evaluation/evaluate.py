@@ -12,14 +12,15 @@ separator, see msgpp.separators.cache) and one enhancer per source. Outputs, all
 Everything is cached: a rerun computes only rows whose key changed (a new track, new separator
 weights, a new enhancer) and reuses enhanced audio already on disk.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from msgpp.constants import SOURCES
 from msgpp.errors import MsgppError
 from msgpp.evaluation import metrics
 from msgpp.evaluation.families import family
-from msgpp.evaluation.results import ResultTable, metrics_id, row_key, save_frames
+from msgpp.evaluation.results import VARIANTS, ResultTable, metrics_id, row_key, save_frames
 from msgpp.files import atomic_write_text, output_folder, sha256_file
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class EnhancerSpec:
 
 
 def parse_enhancer_option(text: str | None) -> dict[str, str] | None:
-    """"bass=bass,drums=path/to/msg-drums.pt" → {"bass": "bass", "drums": "path/..."}.
+    """ "bass=bass,drums=path/to/msg-drums.pt" → {"bass": "bass", "drums": "path/..."}.
 
     None keeps the default (the shipped enhancers); "none" evaluates raw estimates only.
     """
@@ -88,8 +89,10 @@ def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]
         package = load_inference_file(path)
         trained_for = package.get("source")
         if trained_for in SOURCES and trained_for != source:
-            raise MsgppError(f"--enhancers {source}={name_or_path}: that enhancer was trained for {trained_for}, "
-                             f"not {source} (write {trained_for}={name_or_path})")
+            raise MsgppError(
+                f"--enhancers {source}={name_or_path}: that enhancer was trained for {trained_for}, "
+                f"not {source} (write {trained_for}={name_or_path})"
+            )
         training = package.get("training") or {}
         separators = training.get("separators") or []
 
@@ -99,7 +102,10 @@ def resolve_enhancers(mapping: dict[str, str] | None) -> dict[str, EnhancerSpec]
             return msgpp.Enhancer.from_pretrained(str(path))
 
         specs[source] = EnhancerSpec(
-            source=source, id=sha256_file(path)[:12], name=str(name_or_path), load=load,
+            source=source,
+            id=sha256_file(path)[:12],
+            name=str(name_or_path),
+            load=load,
             training_separators=[str(s) for s in separators] if isinstance(separators, (list, tuple)) else [],
         )
     return specs
@@ -126,7 +132,11 @@ def cached_separators(cache_root: str | os.PathLike) -> list[str]:
     root = Path(cache_root)
     if not root.is_dir():
         raise MsgppError(f"--cache {cache_root}: no such folder (run `msgpp separate` first)")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(q.is_dir() for q in p.iterdir()))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and any(q.is_dir() for q in p.iterdir())
+    )
 
 
 def enhanced_path(out: Path, spec: EnhancerSpec, separator: str, weights_id: str, subset: str, track: str) -> Path:
@@ -136,7 +146,9 @@ def enhanced_path(out: Path, spec: EnhancerSpec, separator: str, weights_id: str
 MONO16K_SUFFIX = "-m16k"
 
 
-def enhance_cached(path: Path, spec: EnhancerSpec, estimate: np.ndarray, sample_rate: int, mono16k: bool = False) -> tuple[np.ndarray, int]:
+def enhance_cached(
+    path: Path, spec: EnhancerSpec, estimate: np.ndarray, sample_rate: int, mono16k: bool = False
+) -> tuple[np.ndarray, int]:
     """(enhanced estimate, its rate), from disk when a previous run made it.
 
     `mono16k` enhances the 16 kHz mono downmix (the paper's protocol, and several times cheaper
@@ -197,7 +209,6 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from msgpp.audio import load_audio
     from msgpp.separators.cache import find_estimates, weights_ids
 
     out = output_folder(out, "--out")
@@ -209,7 +220,10 @@ def evaluate(
     if separators:
         unknown = [s for s in separators if s not in available]
         if unknown:
-            raise MsgppError(f"--separators: no cached estimates for {', '.join(unknown)} under {cache_root} (have: {', '.join(available) or 'none'})")
+            raise MsgppError(
+                f"--separators: no cached estimates for {', '.join(unknown)} under {cache_root} "
+                f"(have: {', '.join(available) or 'none'})"
+            )
         available = list(separators)
     if not available:
         raise MsgppError(f"--cache {cache_root}: holds no separator estimates (run `msgpp separate` first)")
@@ -223,7 +237,12 @@ def evaluate(
         wid = weights_ids(cache_root, separator)[0]
         missing = sorted(set(truth) - set(estimates))
         if missing:
-            log.warning("%s: no estimates for %d test track(s) (%s); they are skipped", separator, len(missing), ", ".join(missing[:3]))
+            log.warning(
+                "%s: no estimates for %d test track(s) (%s); they are skipped",
+                separator,
+                len(missing),
+                ", ".join(missing[:3]),
+            )
         for track in sorted(set(truth) & set(estimates)):
             work.append((separator, wid, track, estimates[track]))
     if not work:
@@ -241,13 +260,18 @@ def evaluate(
         wanted = [s for s in (sources or SOURCES) if s in estimate_paths]
         rows_needed = []
         for source in wanted:
-            for variant in ("raw", "msg"):
+            for variant in VARIANTS:
                 spec = enhancers.get(source) if variant == "msg" else None
                 if variant == "msg" and spec is None:
                     continue
                 row = {
-                    "track": track, "separator": separator, "weights_id": wid, "source": source,
-                    "variant": variant, "enhancer_id": spec.id if spec else "", "metrics_id": mid,
+                    "track": track,
+                    "separator": separator,
+                    "weights_id": wid,
+                    "source": source,
+                    "variant": variant,
+                    "enhancer_id": spec.id if spec else "",
+                    "metrics_id": mid,
                     "family": family(separator),
                 }
                 cached = table.get(row_key(row))
@@ -258,37 +282,16 @@ def evaluate(
         if not rows_needed:
             continue
 
-        def target(source):
-            if source not in truth_cache[track]:
-                truth_cache[track][source] = (truth[track].load_source(source), truth[track].sample_rate)
-            return truth_cache[track][source]
-
-        def target_prepared(source):  # 16 kHz mono, shared by every separator of the track
-            if ("prepared", source) not in truth_cache[track]:
-                truth_cache[track][("prepared", source)] = metrics.prepare(*target(source))
-            return truth_cache[track][("prepared", source)]
-
-        estimates_native: dict[str, tuple[np.ndarray, int]] = {}
-        enhanced_native: dict[str, tuple[np.ndarray, int]] = {}
-
-        def estimate(source):
-            if source not in estimates_native:
-                estimates_native[source] = load_audio(estimate_paths[source])
-                _check_matches(estimate_paths[source], estimates_native[source], target(source), track)
-            return estimates_native[source]
-
-        def enhanced(source):
-            if source not in enhanced_native:
-                audio, rate = estimate(source)
-                spec = enhancers[source]
-                path = enhanced_path(out, spec, separator, wid, subset, track)
-                enhanced_native[source] = enhance_cached(path, spec, audio, rate, enhance_mono16k)
-            return enhanced_native[source]
-
+        enhanced_paths = {
+            s: enhanced_path(out, enhancers[s], separator, wid, subset, track) for s in wanted if s in enhancers
+        }
+        target, target_prepared, estimate, enhanced = _track_signals(
+            track, truth[track], truth_cache[track], estimate_paths, enhancers, enhanced_paths, enhance_mono16k
+        )
         bss = {}
         if museval:
             bss = _bss_eval_rows(rows_needed, wanted, target, estimate, enhanced, enhancers)
-        for row, spec, cached in rows_needed:
+        for row, _, cached in rows_needed:
             source = row["source"]
             if cached is not None and np.isfinite(cached["rolloff_frames"]):
                 row.update({k: v for k, v in cached.items() if k not in row})
@@ -305,15 +308,62 @@ def evaluate(
     table.save()
     tracks = sorted({w[2] for w in work})
     run_info = {
-        "root": str(root if root is not None else os.environ.get("MUSDB_PATH", "")), "cache": str(cache_root), "subset": subset, "museval": museval,
+        "root": str(root if root is not None else os.environ.get("MUSDB_PATH", "")),
+        "cache": str(cache_root),
+        "subset": subset,
+        "museval": museval,
         "separators": {s: {"family": family(s), "weights_id": weights_ids(cache_root, s)[0]} for s in available},
         "tracks": tracks,
-        "enhancers": {s: {"id": e.id, "name": e.name, "training_separators": e.training_separators} for s, e in enhancers.items()},
+        "enhancers": {
+            s: {"id": e.id, "name": e.name, "training_separators": e.training_separators} for s, e in enhancers.items()
+        },
         "enhance_mono16k": enhance_mono16k,
         "metrics_id": mid,
     }
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
     return EvaluationRun(table, out, available, tracks, enhancers, computed, reused)
+
+
+def _track_signals(
+    track: str,
+    truth_track,
+    truth_cache: dict,
+    estimate_paths: dict[str, Path],
+    enhancers: dict[str, EnhancerSpec],
+    enhanced_paths: dict[str, Path],
+    mono16k: bool,
+):
+    """One (separator, track)'s signals as functions of the source, each read or computed once, when
+    first asked for: (target, target_prepared, estimate, enhanced). `truth_cache` is the track's
+    ground-truth cache, shared by every separator of the track."""
+    from msgpp.audio import load_audio
+
+    def target(source):
+        if source not in truth_cache:
+            truth_cache[source] = (truth_track.load_source(source), truth_track.sample_rate)
+        return truth_cache[source]
+
+    def target_prepared(source):  # 16 kHz mono, shared by every separator of the track
+        if ("prepared", source) not in truth_cache:
+            truth_cache[("prepared", source)] = metrics.prepare(*target(source))
+        return truth_cache[("prepared", source)]
+
+    estimates_native: dict[str, tuple[np.ndarray, int]] = {}
+    enhanced_native: dict[str, tuple[np.ndarray, int]] = {}
+
+    def estimate(source):
+        if source not in estimates_native:
+            estimates_native[source] = load_audio(estimate_paths[source])
+            _check_matches(estimate_paths[source], estimates_native[source], target(source), track)
+        return estimates_native[source]
+
+    def enhanced(source):
+        if source not in enhanced_native:
+            audio, rate = estimate(source)
+            enhanced_native[source] = enhance_cached(enhanced_paths[source], enhancers[source], audio, rate, mono16k)
+        return enhanced_native[source]
+
+    return target, target_prepared, estimate, enhanced
 
 
 def _check_matches(path, estimate: tuple[np.ndarray, int], truth: tuple[np.ndarray, int], track: str) -> None:
@@ -322,8 +372,10 @@ def _check_matches(path, estimate: tuple[np.ndarray, int], truth: tuple[np.ndarr
     (audio, rate), (reference, reference_rate) = estimate, truth
     seconds, reference_seconds = audio.shape[-1] / rate, reference.shape[-1] / reference_rate
     if abs(seconds - reference_seconds) > 0.05 + 0.001 * reference_seconds:
-        raise MsgppError(f"{path}: {seconds:.3f} s long, but the ground truth of {track} is {reference_seconds:.3f} s; "
-                         "the cached estimate does not belong to this track (rerun `msgpp separate --force`)")
+        raise MsgppError(
+            f"{path}: {seconds:.3f} s long, but the ground truth of {track} is {reference_seconds:.3f} s; "
+            "the cached estimate does not belong to this track (rerun `msgpp separate --force`)"
+        )
 
 
 def _score(estimate: np.ndarray, target: np.ndarray) -> dict:
@@ -333,8 +385,12 @@ def _score(estimate: np.ndarray, target: np.ndarray) -> dict:
     onsets = metrics.onset_f1(est, gt)
     return {
         "duration_s": len(gt) / metrics.MSG_SAMPLE_RATE,
-        "rolloff_cents": rolloff.mean, "rolloff_abs_cents": rolloff.mean_abs, "rolloff_frames": float(rolloff.kept_frames),
-        "onset_f1": onsets.f1, "onset_tp": float(onsets.true_positives), "onset_fp": float(onsets.false_positives),
+        "rolloff_cents": rolloff.mean,
+        "rolloff_abs_cents": rolloff.mean_abs,
+        "rolloff_frames": float(rolloff.kept_frames),
+        "onset_f1": onsets.f1,
+        "onset_tp": float(onsets.true_positives),
+        "onset_fp": float(onsets.false_positives),
         "onset_fn": float(onsets.false_negatives),
         "si_sdr": metrics.si_sdr(est, gt),
         "mrstft": metrics.mrstft_distance(est, gt),

@@ -4,14 +4,17 @@ Waveform separators add high-frequency noise (rolloff too high: positive cents);
 separators lose upper partials (negative). Hybrids make no prediction. A separator's family is
 its class's `family` (msgpp.separators.registry); this module only adds the claim.
 """
+
 from __future__ import annotations
 
 from functools import cache
 
 EXPECTED_SIGN = {"waveform": +1, "spectrogram": -1}
 # Why the paper expects that sign, for the model cards.
-CLAIM = {"waveform": "waveform separators add high-frequency noise",
-         "spectrogram": "spectrogram separators lose upper partials"}
+CLAIM = {
+    "waveform": "waveform separators add high-frequency noise",
+    "spectrogram": "spectrogram separators lose upper partials",
+}
 
 
 @cache

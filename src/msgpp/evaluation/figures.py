@@ -4,6 +4,7 @@
 - `rolloff_histograms`: per separator, the per-frame rolloff error distribution (Fig. 5)
 - `spectrogram_with_rolloff`: ground truth / raw / +MSG spectrograms with rolloff lines (Fig. 3)
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,12 @@ def metric_bars(cells, ylabel: str, title: str, path, value: str = "mean") -> Pa
     separators = list(dict.fromkeys(c.separator for c in cells))
     figure, axes = plt.subplots(1, max(len(sources), 1), figsize=(3.6 * max(len(sources), 1), 3.4), squeeze=False)
     width = 0.38
-    for axis, source in zip(axes[0], sources):
+    for axis, source in zip(axes[0], sources, strict=False):  # no source: the one empty axis stays
         positions = np.arange(len(separators))
-        for offset, variant, color, label in ((-width / 2, "raw", RAW_COLOR, "separator"), (width / 2, "msg", MSG_COLOR, "+ MSG")):
+        for offset, variant, color, label in (
+            (-width / 2, "raw", RAW_COLOR, "separator"),
+            (width / 2, "msg", MSG_COLOR, "+ MSG"),
+        ):
             means, lows, highs = [], [], []
             for separator in separators:
                 cell = next((c for c in cells if c.source == source and c.separator == separator), None)
@@ -80,13 +84,15 @@ def rolloff_histograms(
     """
     plt = _pyplot()
     separators = list(distributions)
-    figure, axes = plt.subplots(1, max(len(separators), 1), figsize=(3.6 * max(len(separators), 1), 3.0), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(
+        1, max(len(separators), 1), figsize=(3.6 * max(len(separators), 1), 3.0), squeeze=False, sharey=True
+    )
     if limit is None:
         pooled = [np.abs(v) for d in distributions.values() for v in d.values() if len(v)]
         reach = float(np.percentile(np.concatenate(pooled), 99)) if pooled else 1200.0
         limit = float(np.clip(np.ceil(reach / 600.0) * 600.0, 1200.0, 7200.0))
     bins = np.linspace(-limit, limit, 61)
-    for axis, separator in zip(axes[0], separators):
+    for axis, separator in zip(axes[0], separators, strict=False):  # no separator: the one empty axis stays
         for variant, color, label in (("raw", RAW_COLOR, "separator"), ("msg", MSG_COLOR, "+ MSG")):
             values = distributions[separator].get(variant)
             if values is None or len(values) == 0:
@@ -94,8 +100,11 @@ def rolloff_histograms(
             clipped = np.clip(values, -limit, limit)
             cell = next((c for c in cells or [] if c.separator == separator and c.source == source), None)
             estimate = getattr(cell, variant, None) if cell else None
-            text = (f"song mean {estimate.mean:+.0f} [{estimate.low:+.0f}, {estimate.high:+.0f}]"
-                       if estimate is not None and estimate.n else f"frame mean {np.mean(values):+.0f}")
+            text = (
+                f"song mean {estimate.mean:+.0f} [{estimate.low:+.0f}, {estimate.high:+.0f}]"
+                if estimate is not None and estimate.n
+                else f"frame mean {np.mean(values):+.0f}"
+            )
             axis.hist(clipped, bins=bins, density=True, alpha=0.55, color=color, label=f"{label}: {text}")
         axis.axvline(0, color="black", linewidth=0.8)
         axis.set_title(separator)
@@ -119,7 +128,7 @@ def spectrogram_with_rolloff(signals: dict[str, np.ndarray], sample_rate: int, p
     audible = metrics.frame_rms_dbfs(truth) >= metrics.SILENCE_DBFS
     truth_rolloff = np.where(audible, metrics.spectral_rolloff(truth, sample_rate), np.nan)
     figure, axes = plt.subplots(1, len(labels), figsize=(4.0 * len(labels), 3.2), squeeze=False, sharey=True)
-    for axis, label in zip(axes[0], labels):
+    for axis, label in zip(axes[0], labels, strict=True):
         audio = signals[label]
         spectrum = np.abs(librosa.stft(audio, n_fft=metrics.ROLLOFF_N_FFT, hop_length=metrics.ROLLOFF_HOP))
         decibels = librosa.amplitude_to_db(spectrum, ref=np.max(spectrum) if spectrum.max() > 0 else 1.0, top_db=80)
@@ -130,7 +139,14 @@ def spectrogram_with_rolloff(signals: dict[str, np.ndarray], sample_rate: int, p
         rolloff = np.where(audible[: len(rolloff)] & (rolloff > 0), rolloff, np.nan)
         axis.plot(times[: len(rolloff)], rolloff, color="#4fc3f7", linewidth=1.2, label=f"{label} rolloff")
         if label != "ground truth":
-            axis.plot(times[: len(truth_rolloff)], truth_rolloff, color=TRUTH_COLOR, linewidth=1.0, linestyle="--", label="truth rolloff")
+            axis.plot(
+                times[: len(truth_rolloff)],
+                truth_rolloff,
+                color=TRUTH_COLOR,
+                linewidth=1.0,
+                linestyle="--",
+                label="truth rolloff",
+            )
         axis.set_yscale("log")
         axis.set_ylim(30, sample_rate / 2)
         axis.set_title(label)

@@ -20,6 +20,7 @@ Answer format (what the page exports; a CSV with the columns listener,session,it
     {"format": "msgpp-listening-answers/1", "kit_id": "...", "session": "...", "listener": "...",
      "answers": [{"item": "t00-i003", "choice": "A", "ms": 8123}, ...]}
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,6 +48,7 @@ INSTRUCTIONS = (
 
 
 # --- making the kit ---------------------------------------------------------------------------
+
 
 def make_kit(
     root: str | os.PathLike,
@@ -79,7 +81,9 @@ def make_kit(
         for name, entry in run_info[section].items():
             needed = ("weights_id",) if section == "separators" else ("id", "name")
             if not isinstance(entry, dict) or any(not isinstance(entry.get(k), str) for k in needed):
-                raise MsgppError(f"{run_file}: damaged ({section}.{name} lacks {', '.join(needed)}); rerun `msgpp evaluate`")
+                raise MsgppError(
+                    f"{run_file}: damaged ({section}.{name} lacks {', '.join(needed)}); rerun `msgpp evaluate`"
+                )
     chosen_separators = separators or sorted(run_info["separators"])
     chosen_sources = sources or sorted(enhancers)
     for separator in chosen_separators:
@@ -98,11 +102,18 @@ def make_kit(
     for test_number, (separator, source) in enumerate((a, b) for a in chosen_separators for b in chosen_sources):
         test_id = f"t{test_number:02d}"
         weights = run_info["separators"][separator]["weights_id"]
-        spec = EnhancerSpec(source=source, id=enhancers[source]["id"], name=enhancers[source]["name"], load=lambda: None)
+        spec = EnhancerSpec(
+            source=source, id=enhancers[source]["id"], name=enhancers[source]["name"], load=lambda: None
+        )
         estimates = find_estimates(cache_root, separator, subset, weights)
         item_ids = []
-        tracks = [t for t in sorted(estimates) if t in truth_tracks and source in estimates[t]
-                  and enhanced_path(evaluation_dir, spec, separator, weights, subset, t).is_file()]
+        tracks = [
+            t
+            for t in sorted(estimates)
+            if t in truth_tracks
+            and source in estimates[t]
+            and enhanced_path(evaluation_dir, spec, separator, weights, subset, t).is_file()
+        ]
         if not tracks:
             continue
         screening_done = False
@@ -114,8 +125,10 @@ def make_kit(
                 raw, raw_rate = match_format(raw, raw_rate, msg_rate, msg.shape[0]), msg_rate
                 truth, rate = match_format(truth, rate, msg_rate, msg.shape[0]), msg_rate
             start = choose_excerpt(truth, rate, seconds, rng)
-            clips = {name: _excerpt(audio, r, start, seconds) for name, (audio, r) in
-                     (("raw", (raw, raw_rate)), ("msg", (msg, msg_rate)))}
+            clips = {
+                name: _excerpt(audio, r, start, seconds)
+                for name, (audio, r) in (("raw", (raw, raw_rate)), ("msg", (msg, msg_rate)))
+            }
             if min(c.shape[-1] for c in clips.values()) < int(0.5 * rate):
                 continue  # a song shorter than half a second has nothing to judge
             item_id = f"{test_id}-i{len(item_ids):03d}"
@@ -123,7 +136,13 @@ def make_kit(
             a, b = loudness_match(clips[sides[0]], clips[sides[1]])
             save_audio(audio_dir / f"{item_id}_A.wav", a, msg_rate if sides[0] == "msg" else raw_rate, subtype="PCM_16")
             save_audio(audio_dir / f"{item_id}_B.wav", b, msg_rate if sides[1] == "msg" else raw_rate, subtype="PCM_16")
-            key["items"][item_id] = {"test": test_id, "track": track, "start_s": round(start, 3), "A": sides[0], "B": sides[1]}
+            key["items"][item_id] = {
+                "test": test_id,
+                "track": track,
+                "start_s": round(start, 3),
+                "A": sides[0],
+                "B": sides[1],
+            }
             item_ids.append(item_id)
             if not screening_done:  # one screening pair per test, from its first usable song
                 screening_id = f"{test_id}-s000"
@@ -144,14 +163,21 @@ def make_kit(
             chosen.insert(int(rng.integers(0, len(chosen) + 1)), f"{test_id}-s000")
             sessions.append({"id": f"{test_id}-l{listener:02d}", "test": test_id, "items": [str(i) for i in chosen]})
     if not key["tests"]:
-        raise MsgppError(f"nothing to test: no enhanced estimates found in {evaluation_dir}/enhanced for the chosen separators/sources")
+        raise MsgppError(
+            f"nothing to test: no enhanced estimates found in {evaluation_dir}/enhanced "
+            "for the chosen separators/sources"
+        )
 
     key_text = json.dumps(key, indent=2, sort_keys=True)
     kit_id = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     key["kit_id"] = kit_id
     atomic_write_text(out / "answer_key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
-    kit = {"kit_id": kit_id, "instructions": INSTRUCTIONS, "sessions": sessions,
-           "tests": {t: {"label": f"test {t}"} for t in key["tests"]}}  # labels do not reveal conditions
+    kit = {
+        "kit_id": kit_id,
+        "instructions": INSTRUCTIONS,
+        "sessions": sessions,
+        "tests": {t: {"label": f"test {t}"} for t in key["tests"]},
+    }  # labels do not reveal conditions
     atomic_write_text(out / "kit.js", "window.MSGPP_KIT = " + json.dumps(kit, indent=1) + ";\n")
     return atomic_write_text(out / "index.html", templates.render("listening"))  # templates/listening.*
 
@@ -172,6 +198,7 @@ def choose_excerpt(truth: np.ndarray, sample_rate: int, seconds: float, rng: np.
 def loudness_match(a: np.ndarray, b: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS) -> tuple[np.ndarray, np.ndarray]:
     """Bring both to the same RMS (so loudness does not decide), then one shared gain keeps the
     louder peak at 0.99 — nothing clips and the match holds."""
+
     def rms(x):
         return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) or 1.0
 
@@ -195,10 +222,11 @@ def degrade(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np
 
 def _excerpt(audio: np.ndarray, sample_rate: int, start_s: float, seconds: float) -> np.ndarray:
     begin = int(round(start_s * sample_rate))
-    return audio[:, begin:begin + int(round(seconds * sample_rate))]
+    return audio[:, begin : begin + int(round(seconds * sample_rate))]
 
 
 # --- analysing the answers --------------------------------------------------------------------
+
 
 def read_answers(paths: list[str | os.PathLike]) -> list[dict]:
     """Every answer file (JSON exported by the page, or CSV) under the given files/folders, as
@@ -235,8 +263,10 @@ def _check_unique(sessions: list[dict]) -> None:
         who = (session["listener"], session["session"])
         same = (*who, tuple((answer["item"], answer["choice"]) for answer in session["answers"]))
         if same in owners:
-            raise MsgppError(f"{session['file']}: the same answers of listener {who[0]!r} (session {who[1]!r}) also "
-                             f"come from {owners[same]}; give each listener's answers once")
+            raise MsgppError(
+                f"{session['file']}: the same answers of listener {who[0]!r} (session {who[1]!r}) also "
+                f"come from {owners[same]}; give each listener's answers once"
+            )
         owners[same] = session["file"]
         items = [answer["item"] for answer in session["answers"]]
         repeated = sorted({item for item in items if items.count(item) > 1})
@@ -249,7 +279,9 @@ def _read_json(file: Path, what: str, fields: dict) -> dict:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise MsgppError(f"{file}: not readable as {what} ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        raise MsgppError(
+            f"{file}: not readable as {what} ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
     if not isinstance(data, dict):
         raise MsgppError(f"{file}: not {what} (expected a JSON object)")
     for name, kind in fields.items():
@@ -270,8 +302,13 @@ def _read_answer_json(file: Path) -> dict:
         if not isinstance(answer, dict) or "item" not in answer or "choice" not in answer:
             raise MsgppError(f"{file}: every answer needs 'item' and 'choice'")
         answers.append({"item": str(answer["item"]), "choice": str(answer["choice"])})
-    return {"file": str(file), "kit_id": data.get("kit_id"), "listener": str(data.get("listener", file.stem)),
-            "session": str(data.get("session", "")), "answers": answers}
+    return {
+        "file": str(file),
+        "kit_id": data.get("kit_id"),
+        "listener": str(data.get("listener", file.stem)),
+        "session": str(data.get("session", "")),
+        "answers": answers,
+    }
 
 
 def _read_csv(file: Path) -> list[dict]:
@@ -284,8 +321,16 @@ def _read_csv(file: Path) -> list[dict]:
                 raise MsgppError(f"{file}: answer CSV lacks column(s) {', '.join(sorted(missing))}")
             for row in reader:
                 key = (row["listener"], row.get("session", ""))
-                session = sessions.setdefault(key, {"file": str(file), "kit_id": row.get("kit_id") or None,
-                                                    "listener": key[0], "session": key[1], "answers": []})
+                session = sessions.setdefault(
+                    key,
+                    {
+                        "file": str(file),
+                        "kit_id": row.get("kit_id") or None,
+                        "listener": key[0],
+                        "session": key[1],
+                        "answers": [],
+                    },
+                )
                 session["answers"].append({"item": row["item"], "choice": row["choice"]})
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise MsgppError(f"{file}: cannot read answers ({error})") from None
@@ -299,7 +344,9 @@ def preference_table(key: dict, sessions: list[dict], alpha: float = 0.05) -> li
     counts = {test: {"msg": 0, "n": 0, "listeners": set(), "excluded": set()} for test in key["tests"]}
     for session in sessions:
         if session["kit_id"] and key.get("kit_id") and session["kit_id"] != key["kit_id"]:
-            raise MsgppError(f"{session['file']}: answers belong to another kit ({session['kit_id']}, this kit is {key['kit_id']})")
+            raise MsgppError(
+                f"{session['file']}: answers belong to another kit ({session['kit_id']}, this kit is {key['kit_id']})"
+            )
         passed, votes = True, []
         for answer in session["answers"]:
             item, choice = answer["item"], answer["choice"].strip().upper()
@@ -323,28 +370,43 @@ def preference_table(key: dict, sessions: list[dict], alpha: float = 0.05) -> li
     for test, info in key["tests"].items():
         c = counts[test]
         p_value = binomtest(c["msg"], c["n"], 0.5, alternative="two-sided").pvalue if c["n"] else float("nan")
-        table.append({
-            "test": test, "separator": info["separator"], "source": info["source"],
-            "listeners": len(c["listeners"]), "excluded_listeners": len(c["excluded"]),
-            "answers": c["n"], "msg_preferred": c["msg"],
-            "msg_percent": 100.0 * c["msg"] / c["n"] if c["n"] else float("nan"),
-            "p_value": float(p_value), "significant": bool(c["n"] and p_value < alpha),
-        })
+        table.append(
+            {
+                "test": test,
+                "separator": info["separator"],
+                "source": info["source"],
+                "listeners": len(c["listeners"]),
+                "excluded_listeners": len(c["excluded"]),
+                "answers": c["n"],
+                "msg_preferred": c["msg"],
+                "msg_percent": 100.0 * c["msg"] / c["n"] if c["n"] else float("nan"),
+                "p_value": float(p_value),
+                "significant": bool(c["n"] and p_value < alpha),
+            }
+        )
     return table
 
 
-def analyse_answers(kit: str | os.PathLike, answer_paths, out: str | os.PathLike | None = None, alpha: float = 0.05) -> str:
+def analyse_answers(
+    kit: str | os.PathLike, answer_paths, out: str | os.PathLike | None = None, alpha: float = 0.05
+) -> str:
     """Write preferences.csv / .md / .png (the paper's Fig. 2) and return the Markdown table."""
     kit = Path(kit)
     key_file = kit / "answer_key.json"
     if not key_file.is_file():
         raise MsgppError(f"{kit}: no answer_key.json (is this a folder made by `msgpp listening-test make`?)")
     alpha = check_number("--alpha", alpha, above=0, below=1)
-    key = _read_json(key_file, "an msgpp listening-test key", {"format": str, "tests": dict, "items": dict, "screening": dict})
+    key = _read_json(
+        key_file, "an msgpp listening-test key", {"format": str, "tests": dict, "items": dict, "screening": dict}
+    )
     if key.get("format") != KEY_FORMAT:
         raise MsgppError(f"{key_file}: not an msgpp listening-test key")
     for item, entry in [*key["items"].items(), *key["screening"].items()]:
-        if not isinstance(entry, dict) or not {"A", "B"} <= set(entry) or (item in key["items"] and entry.get("test") not in key["tests"]):
+        if (
+            not isinstance(entry, dict)
+            or not {"A", "B"} <= set(entry)
+            or (item in key["items"] and entry.get("test") not in key["tests"])
+        ):
             raise MsgppError(f"{key_file}: damaged (item {item!r} lacks its A/B conditions or test)")
     for test, entry in key["tests"].items():
         if not isinstance(entry, dict) or not {"separator", "source"} <= set(entry):
@@ -352,17 +414,40 @@ def analyse_answers(kit: str | os.PathLike, answer_paths, out: str | os.PathLike
     table = preference_table(key, read_answers(answer_paths), alpha)
     out = Path(out) if out else kit / "results"
     lines = ["test,separator,source,listeners,excluded_listeners,answers,msg_preferred,msg_percent,p_value,significant"]
-    lines += [",".join(str(row[c]) for c in ("test", "separator", "source", "listeners", "excluded_listeners", "answers",
-                                              "msg_preferred", "msg_percent", "p_value", "significant")) for row in table]
+    lines += [
+        ",".join(
+            str(row[c])
+            for c in (
+                "test",
+                "separator",
+                "source",
+                "listeners",
+                "excluded_listeners",
+                "answers",
+                "msg_preferred",
+                "msg_percent",
+                "p_value",
+                "significant",
+            )
+        )
+        for row in table
+    ]
     atomic_write_text(out / "preferences.csv", "\n".join(lines) + "\n")
-    markdown = ["| separator | source | listeners | answers | MSG preferred | p (two-tailed binomial) |", "|---|---|---|---|---|---|"]
+    markdown = [
+        "| separator | source | listeners | answers | MSG preferred | p (two-tailed binomial) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in table:
         star = " *" if row["significant"] else ""
         share = f"{row['msg_percent']:.0f} %{star}" if row["answers"] else "–"
         p_value = f"{row['p_value']:.3g}" if row["answers"] else "–"
-        markdown.append(f"| {row['separator']} | {row['source']} | {row['listeners']} | {row['answers']} | {share} | {p_value} |")
-    markdown.append(f"\n\\* p < {alpha:g}. Listeners excluded by the screening pair: "
-                    f"{sum(row['excluded_listeners'] for row in table)}.")
+        markdown.append(
+            f"| {row['separator']} | {row['source']} | {row['listeners']} | {row['answers']} | {share} | {p_value} |"
+        )
+    markdown.append(
+        f"\n\\* p < {alpha:g}. Listeners excluded by the screening pair: "
+        f"{sum(row['excluded_listeners'] for row in table)}."
+    )
     text = "\n".join(markdown) + "\n"
     atomic_write_text(out / "preferences.md", text)
     _preference_figure(table, out / "preferences.png", alpha)

@@ -8,6 +8,7 @@ All of them take 1-D float arrays: an estimate and its ground truth, same rate, 
 - SI-SDR
 - museval's BSS-eval SDR/SIR/ISR/SAR (the MUSDB-standard numbers; slow, optional)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ ONSET_HOP = 256
 ONSET_THRESHOLD = 0.75
 
 
-def prepare(audio: np.ndarray, sample_rate: int, target_rate: int = MSG_SAMPLE_RATE, normalize: bool = True) -> np.ndarray:
+def prepare(
+    audio: np.ndarray, sample_rate: int, target_rate: int = MSG_SAMPLE_RATE, normalize: bool = True
+) -> np.ndarray:
     """(channels, samples) or (samples,) at any rate → 1-D float32 at `target_rate`, mono.
 
     Peak-normalised like the reference evaluation (onset strength is level-dependent, and the
@@ -77,7 +80,10 @@ def spectral_rolloff(
     import librosa
 
     return librosa.feature.spectral_rolloff(
-        y=np.asarray(audio, dtype=np.float32), sr=sample_rate, n_fft=n_fft, hop_length=hop_length,
+        y=np.asarray(audio, dtype=np.float32),
+        sr=sample_rate,
+        n_fft=n_fft,
+        hop_length=hop_length,
         roll_percent=roll_percent,
     )[0]
 
@@ -130,12 +136,17 @@ class OnsetScore:
 
 
 def onset_frames(
-    audio: np.ndarray, sample_rate: int = MSG_SAMPLE_RATE, hop_length: int = ONSET_HOP, threshold: float = ONSET_THRESHOLD
+    audio: np.ndarray,
+    sample_rate: int = MSG_SAMPLE_RATE,
+    hop_length: int = ONSET_HOP,
+    threshold: float = ONSET_THRESHOLD,
 ) -> np.ndarray:
     """Boolean per-frame onset mask: librosa's onset strength ≥ `threshold`."""
     import librosa
 
-    strength = librosa.onset.onset_strength(y=np.asarray(audio, dtype=np.float32), sr=sample_rate, hop_length=hop_length)
+    strength = librosa.onset.onset_strength(
+        y=np.asarray(audio, dtype=np.float32), sr=sample_rate, hop_length=hop_length
+    )
     return strength >= threshold
 
 
@@ -195,8 +206,12 @@ def mrstft_distance(estimate: np.ndarray, target: np.ndarray) -> float:
     if _MRSTFT is None:
         _MRSTFT = MultiResolutionSTFTLoss()
     with torch.no_grad():
-        return float(_MRSTFT(torch.from_numpy(np.ascontiguousarray(estimate))[None, None],
-                             torch.from_numpy(np.ascontiguousarray(target))[None, None]))
+        return float(
+            _MRSTFT(
+                torch.from_numpy(np.ascontiguousarray(estimate))[None, None],
+                torch.from_numpy(np.ascontiguousarray(target))[None, None],
+            )
+        )
 
 
 _MRSTFT = None  # built on first use (its windows are buffers; no state changes between calls)

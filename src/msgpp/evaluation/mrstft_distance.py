@@ -8,6 +8,7 @@ both at the model's rate, mono. Lower is closer. This is the figure the model ca
     python -m msgpp.evaluation.mrstft_distance src/msgpp/pretrained/msg-bass-*.pt \
         --root data/musdb-embedded --cache cache/estimates --separators demucs_v2,openunmix,hdemucs_v3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 
-def measure_mrstft(weights: str, root: str, cache: str, separators: Sequence[str], subset: str = "test",
-                   progress: bool = True) -> list[dict]:
+def measure_mrstft(
+    weights: str, root: str, cache: str, separators: Sequence[str], subset: str = "test", progress: bool = True
+) -> list[dict]:
     """One row per separator: songs, mean raw distance, mean enhanced distance, change (%)."""
     from tqdm import tqdm
 
@@ -48,24 +50,38 @@ def measure_mrstft(weights: str, root: str, cache: str, separators: Sequence[str
                 enhanced_distances.append(float(distance(torch.from_numpy(enhanced)[None, None], target)))
         raw, enhanced = float(np.mean(raw_distances)), float(np.mean(enhanced_distances))
         improved = int(np.sum(np.array(enhanced_distances) < np.array(raw_distances)))
-        rows.append({"source": source, "separator": separator, "songs": len(data.tracks), "mrstft_raw": raw,
-                     "mrstft_enhanced": enhanced, "change_percent": 100.0 * (enhanced - raw) / raw,
-                     "songs_improved": improved})
+        rows.append(
+            {
+                "source": source,
+                "separator": separator,
+                "songs": len(data.tracks),
+                "mrstft_raw": raw,
+                "mrstft_enhanced": enhanced,
+                "change_percent": 100.0 * (enhanced - raw) / raw,
+                "songs_improved": improved,
+            }
+        )
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| source | separator | songs | MR-STFT raw | MR-STFT enhanced | change | songs improved |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| source | separator | songs | MR-STFT raw | MR-STFT enhanced | change | songs improved |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['source']} | {row['separator']} | {row['songs']} | {row['mrstft_raw']:.4f} | "
-                     f"{row['mrstft_enhanced']:.4f} | {row['change_percent']:+.1f} % | "
-                     f"{row['songs_improved']}/{row['songs']} |")
+        lines.append(
+            f"| {row['source']} | {row['separator']} | {row['songs']} | {row['mrstft_raw']:.4f} | "
+            f"{row['mrstft_enhanced']:.4f} | {row['change_percent']:+.1f} % | "
+            f"{row['songs_improved']}/{row['songs']} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m msgpp.evaluation.mrstft_distance", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m msgpp.evaluation.mrstft_distance", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("weights", help="an inference file or a shipped name")
     parser.add_argument("--root", default="data/musdb-embedded")
     parser.add_argument("--cache", default="cache/estimates")

@@ -6,6 +6,7 @@ sha256 prefix; empty for raw) and the metrics' parameter id. A rerun keeps every
 unchanged and computes only the rest. Per-frame rolloff errors (Fig. 5) live beside the table as
 .npy files named by the same key.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,21 +24,38 @@ from msgpp.files import atomic_path, atomic_write_text
 
 KEY_COLUMNS = ("track", "separator", "weights_id", "source", "variant", "enhancer_id", "metrics_id")
 VALUE_COLUMNS = (
-    "family", "duration_s",
-    "rolloff_cents", "rolloff_abs_cents", "rolloff_frames",
-    "onset_f1", "onset_tp", "onset_fp", "onset_fn",
-    "si_sdr", "sdr", "sir", "isr", "sar", "mrstft",
+    "family",
+    "duration_s",
+    "rolloff_cents",
+    "rolloff_abs_cents",
+    "rolloff_frames",
+    "onset_f1",
+    "onset_tp",
+    "onset_fp",
+    "onset_fn",
+    "si_sdr",
+    "sdr",
+    "sir",
+    "isr",
+    "sar",
+    "mrstft",
 )
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 _TEXT = {"track", "separator", "weights_id", "source", "variant", "enhancer_id", "metrics_id", "family"}
-VARIANTS = ("raw", "msg")
+VARIANTS = ("raw", "msg")  # a row's variant: the separator's estimate, or it enhanced by MSG
 
 
 def metrics_id() -> str:
     """A short hash of every metric parameter: changing one invalidates the cached rows."""
     params = (
-        metrics.ROLLOFF_PERCENT, metrics.ROLLOFF_N_FFT, metrics.ROLLOFF_HOP, metrics.SILENCE_DBFS,
-        metrics.ONSET_HOP, metrics.ONSET_THRESHOLD, "16k-mono-peak", "v2-mrstft",
+        metrics.ROLLOFF_PERCENT,
+        metrics.ROLLOFF_N_FFT,
+        metrics.ROLLOFF_HOP,
+        metrics.SILENCE_DBFS,
+        metrics.ONSET_HOP,
+        metrics.ONSET_THRESHOLD,
+        "16k-mono-peak",
+        "v2-mrstft",
     )
     return hashlib.sha256(repr(params).encode()).hexdigest()[:8]
 
@@ -82,6 +100,7 @@ class ResultTable:
 
     def select(self, **where) -> list[dict]:
         """Rows whose columns equal the given values (a tuple/list/set value means 'any of')."""
+
         def matches(row):
             for column, wanted in where.items():
                 if isinstance(wanted, (tuple, list, set, frozenset)):

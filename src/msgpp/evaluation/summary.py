@@ -5,6 +5,7 @@ percentile bootstrap over songs. "msg − raw" differences are paired by song. T
 tests the paper's claim that waveform separators' rolloff errors skew positive and spectrogram
 separators' negative.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ import numpy as np
 
 from msgpp.constants import SOURCES
 from msgpp.evaluation.families import expected_sign, family
+from msgpp.evaluation.results import VARIANTS
 
 N_BOOTSTRAP = 2000
 LEVEL = 0.95
@@ -96,8 +98,12 @@ def metric_cells(rows, metric: str, seed: int = 0) -> list[Cell]:
     for separator in ordered_separators(rows):
         for source in ordered_sources(rows):
             by_variant = {
-                variant: {r["track"]: r[metric] for r in rows if r["separator"] == separator and r["source"] == source and r["variant"] == variant}
-                for variant in ("raw", "msg")
+                variant: {
+                    r["track"]: r[metric]
+                    for r in rows
+                    if r["separator"] == separator and r["source"] == source and r["variant"] == variant
+                }
+                for variant in VARIANTS
             }
             if not by_variant["raw"] and not by_variant["msg"]:
                 continue
@@ -105,7 +111,9 @@ def metric_cells(rows, metric: str, seed: int = 0) -> list[Cell]:
             msg = delta = None
             if by_variant["msg"]:
                 msg = bootstrap_mean(by_variant["msg"].values(), cell_seed(seed, metric, separator, source, "msg"))
-                paired = [by_variant["msg"][t] - by_variant["raw"][t] for t in by_variant["msg"] if t in by_variant["raw"]]
+                paired = [
+                    by_variant["msg"][t] - by_variant["raw"][t] for t in by_variant["msg"] if t in by_variant["raw"]
+                ]
                 delta = bootstrap_mean(paired, cell_seed(seed, metric, separator, source, "delta"))
             cells.append(Cell(separator, source, raw, msg, delta))
     return cells
@@ -149,8 +157,13 @@ def sign_checks(rows, seed: int = 0) -> list[SignCheck]:
                 values = [float(np.mean(v)) for v in per_song.values()]
             else:
                 values = [r["rolloff_cents"] for r in mine if r["source"] == source]
-            checks.append(SignCheck(
-                separator, family(separator), source, expected_sign(separator),
-                bootstrap_mean(values, cell_seed(seed, "sign", separator, source)),
-            ))
+            checks.append(
+                SignCheck(
+                    separator,
+                    family(separator),
+                    source,
+                    expected_sign(separator),
+                    bootstrap_mean(values, cell_seed(seed, "sign", separator, source)),
+                )
+            )
     return checks

@@ -10,6 +10,7 @@ set (docs/training.md, "The paper's models in figures"): 3 STFT discriminators (
 2048/1024/512, hop n_fft/4, 32 channels, ~93.6k parameters each) + 5 period discriminators
 (periods 2/3/5/7/11, ~8.2M each) ≈ 41.4M.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from msgpp.models.presets import preset_config
 
 LEAKY_SLOPE = 0.1
 
@@ -38,8 +41,7 @@ class STFTDiscriminator(nn.Module):
     axis instead. The parameter count is the same either way.
     """
 
-    def __init__(self, n_fft: int = 1024, hop_length: int | None = None, channels: int = 32,
-                 layout: str = "time"):
+    def __init__(self, n_fft: int = 1024, hop_length: int | None = None, channels: int = 32, layout: str = "time"):
         super().__init__()
         if layout not in STFT_LAYOUTS:
             raise ValueError(f"unknown STFT discriminator layout {layout!r}; choose one of {STFT_LAYOUTS}")
@@ -49,21 +51,27 @@ class STFTDiscriminator(nn.Module):
         window = torch.ones(n_fft) if layout == "time" else torch.hann_window(n_fft)
         self.register_buffer("window", window, persistent=False)
         kernel, padding = (3, 9), (1, 4)
-        self.convs = nn.ModuleList([
-            weight_norm(nn.Conv2d(1, channels, kernel, padding=padding)),
-            weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
-            weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
-            weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
-            weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                weight_norm(nn.Conv2d(1, channels, kernel, padding=padding)),
+                weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
+                weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
+                weight_norm(nn.Conv2d(channels, channels, kernel, stride=(1, 2), padding=padding)),
+                weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))),
+            ]
+        )
         self.output = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, 1, samples) → linear magnitude in float32: (batch, 1, n_fft/2 + 1, frames) for
         layout "time", (batch, 1, frames, n_fft/2 + 1) for layout "frequency"."""
         spectrum = torch.stft(
-            audio[:, 0].float(), self.n_fft, self.hop_length, window=self.window.float(),
-            center=True, return_complex=True,
+            audio[:, 0].float(),
+            self.n_fft,
+            self.hop_length,
+            window=self.window.float(),
+            center=True,
+            return_complex=True,
         ).abs()
         if self.layout == "frequency":
             spectrum = spectrum.transpose(1, 2)
@@ -88,24 +96,27 @@ class STFTDiscriminator(nn.Module):
 
 def _transposed_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """`conv` applied with its two spatial axes swapped (kernel, stride and padding alike)."""
-    return F.conv2d(x, conv.weight.transpose(-1, -2), conv.bias, stride=conv.stride[::-1],
-                    padding=conv.padding[::-1])
+    return F.conv2d(x, conv.weight.transpose(-1, -2), conv.bias, stride=conv.stride[::-1], padding=conv.padding[::-1])
 
 
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN's period discriminator: the waveform folded into (samples / period, period) and
     convolved along the first axis only, so each column sees one phase of the period."""
 
-    def __init__(self, period: int, channels: Sequence[int] = (32, 128, 512, 1024, 1024),
-                 kernel_size: int = 5, stride: int = 3):
+    def __init__(
+        self, period: int, channels: Sequence[int] = (32, 128, 512, 1024, 1024), kernel_size: int = 5, stride: int = 3
+    ):
         super().__init__()
         self.period = period
         padding = ((kernel_size - 1) // 2, 0)
         layers, previous = [], 1
         for index, width in enumerate(channels):
             last = index == len(channels) - 1
-            layers.append(weight_norm(nn.Conv2d(
-                previous, width, (kernel_size, 1), stride=(1 if last else stride, 1), padding=padding)))
+            layers.append(
+                weight_norm(
+                    nn.Conv2d(previous, width, (kernel_size, 1), stride=(1 if last else stride, 1), padding=padding)
+                )
+            )
             previous = width
         self.convs = nn.ModuleList(layers)
         self.output = weight_norm(nn.Conv2d(previous, 1, (3, 1), padding=(1, 0)))
@@ -137,8 +148,12 @@ class Discriminators(nn.Module):
     ):
         super().__init__()
         self.config = dict(
-            stft_n_ffts=list(stft_n_ffts), stft_channels=stft_channels, periods=list(periods),
-            period_channels=list(period_channels), peak_normalize=peak_normalize, stft_layout=stft_layout,
+            stft_n_ffts=list(stft_n_ffts),
+            stft_channels=stft_channels,
+            periods=list(periods),
+            period_channels=list(period_channels),
+            peak_normalize=peak_normalize,
+            stft_layout=stft_layout,
         )
         self.peak_normalize = peak_normalize
         self.members = nn.ModuleList(
@@ -158,29 +173,22 @@ class Discriminators(nn.Module):
 
 DISCRIMINATOR_PRESETS: dict[str, dict] = {
     # The paper's set, 41.4M parameters.
-    "paper": dict(stft_n_ffts=[2048, 1024, 512], stft_channels=32, periods=[2, 3, 5, 7, 11],
-                  period_channels=[32, 128, 512, 1024, 1024]),
+    "paper": dict(
+        stft_n_ffts=[2048, 1024, 512],
+        stft_channels=32,
+        periods=[2, 3, 5, 7, 11],
+        period_channels=[32, 128, 512, 1024, 1024],
+    ),
     # Trains on a 2-core CPU: same resolutions and periods, narrower convolutions (0.70M).
-    "small": dict(stft_n_ffts=[2048, 1024, 512], stft_channels=8, periods=[2, 3, 5, 7, 11],
-                  period_channels=[16, 32, 64, 128, 128]),
+    "small": dict(
+        stft_n_ffts=[2048, 1024, 512], stft_channels=8, periods=[2, 3, 5, 7, 11], period_channels=[16, 32, 64, 128, 128]
+    ),
 }
 
 
 def build_discriminators(preset_or_config: str | dict = "paper", **overrides) -> Discriminators:
     """The discriminator set from a preset name ("paper", "small") or a config dict."""
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in DISCRIMINATOR_PRESETS:
-            raise KeyError(f"unknown discriminator preset {preset_or_config!r}; choose one of {sorted(DISCRIMINATOR_PRESETS)}")
-        config = dict(DISCRIMINATOR_PRESETS[preset_or_config])
-    else:
-        config = dict(preset_or_config)
-        if "preset" in config:  # {"preset": "small", <overrides>}: a preset with some arguments changed
-            preset = config.pop("preset")
-            if preset not in DISCRIMINATOR_PRESETS:
-                raise KeyError(f"unknown discriminator preset {preset!r}; choose one of {sorted(DISCRIMINATOR_PRESETS)}")
-            config = {**DISCRIMINATOR_PRESETS[preset], **config}
-    config.update(overrides)
-    return Discriminators(**config)
+    return Discriminators(**preset_config("discriminator", DISCRIMINATOR_PRESETS, preset_or_config, overrides))
 
 
 def _convolve(convs: nn.ModuleList, output: nn.Module, x: torch.Tensor) -> DiscriminatorOutput:

@@ -8,11 +8,14 @@ in every checkpoint), and maps (batch, 1, samples) → (batch, 1, samples).
 `residual=True` (beyond the paper) makes it an identity-start enhancer: output = input +
 correction, with the correction exactly zero at initialisation.
 """
+
 from __future__ import annotations
 
 import torch
 from demucs.demucs import Demucs
 from torch import nn
+
+from msgpp.models.presets import preset_config
 
 # The paper's generator: 64 channels, depth 6, kernel 8, stride 4, GLU, 3-tap rewrite ("context
 # 3" in v2's terms is context=1 in this class), ×2 internal resampling, per-example normalisation,
@@ -43,17 +46,40 @@ class Generator(nn.Module):
     ):
         super().__init__()
         self.config = dict(
-            channels=channels, depth=depth, kernel_size=kernel_size, stride=stride, growth=growth,
-            context=context, resample=resample, normalize=normalize, rescale=rescale,
-            sample_rate=sample_rate, residual=residual,
+            channels=channels,
+            depth=depth,
+            kernel_size=kernel_size,
+            stride=stride,
+            growth=growth,
+            context=context,
+            resample=resample,
+            normalize=normalize,
+            rescale=rescale,
+            sample_rate=sample_rate,
+            residual=residual,
         )
         self.sample_rate = sample_rate
         self.residual = residual
         self.unet = Demucs(
-            sources=["enhanced"], audio_channels=1, channels=channels, growth=growth, depth=depth,
-            rewrite=True, lstm_layers=0, kernel_size=kernel_size, stride=stride, context=context,
-            gelu=False, glu=True, norm_starts=99, dconv_mode=0, normalize=normalize,
-            resample=resample, rescale=rescale, samplerate=sample_rate, segment=1,
+            sources=["enhanced"],
+            audio_channels=1,
+            channels=channels,
+            growth=growth,
+            depth=depth,
+            rewrite=True,
+            lstm_layers=0,
+            kernel_size=kernel_size,
+            stride=stride,
+            context=context,
+            gelu=False,
+            glu=True,
+            norm_starts=99,
+            dconv_mode=0,
+            normalize=normalize,
+            resample=resample,
+            rescale=rescale,
+            samplerate=sample_rate,
+            segment=1,
         )
         if residual:
             # Identity start: the last transposed conv is zero, so the U-Net's correction is zero
@@ -77,19 +103,7 @@ class Generator(nn.Module):
 
 def build_generator(preset_or_config: str | dict = "paper", **overrides) -> Generator:
     """A generator from a preset name ("paper", "small") or a config dict, with overrides."""
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in GENERATOR_PRESETS:
-            raise KeyError(f"unknown generator preset {preset_or_config!r}; choose one of {sorted(GENERATOR_PRESETS)}")
-        config = dict(GENERATOR_PRESETS[preset_or_config])
-    else:
-        config = dict(preset_or_config)
-        if "preset" in config:  # {"preset": "small", <overrides>}: a preset with some arguments changed
-            preset = config.pop("preset")
-            if preset not in GENERATOR_PRESETS:
-                raise KeyError(f"unknown generator preset {preset!r}; choose one of {sorted(GENERATOR_PRESETS)}")
-            config = {**GENERATOR_PRESETS[preset], **config}
-    config.update(overrides)
-    return Generator(**config)
+    return Generator(**preset_config("generator", GENERATOR_PRESETS, preset_or_config, overrides))
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -12,11 +12,13 @@ so a family module only builds its network and implements `forward_chunks` (and,
 trained here, `training_loss`). A separator is an `nn.Module`: `.to(device)` moves its model, and
 Lightning moves it like any other submodule.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -97,7 +99,7 @@ class Separator(nn.Module):
 
     # -- to implement ------------------------------------------------------------------------
     @classmethod
-    def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> "Separator":
+    def load(cls, weights: str | Path | None = None, device: str | torch.device = "cpu") -> Separator:
         """Build the separator from weights: a local folder/file in the upstream format, or (when
         the family supports it and the machine is online) an upstream name. None: the shipped ones.
         A family with `weights_readers` gets this for free."""
@@ -109,7 +111,7 @@ class Separator(nn.Module):
         return cls(*loaded).to(device)
 
     @classmethod
-    def weights_readers(cls) -> "WeightsReaders | None":
+    def weights_readers(cls) -> WeightsReaders | None:
         """For a family whose weights are a local path or an upstream name that its package
         downloads: the four functions that read them (then `load` and `weights_info` need no
         override). None: the family overrides `load` itself."""
@@ -204,10 +206,10 @@ class Separator(nn.Module):
         output = np.zeros((len(self.sources), audio.shape[0], length), np.float32)
         total = np.zeros(length, np.float32)
         for first in range(0, len(starts), max(1, self.batch_size)):
-            batch_starts = starts[first:first + max(1, self.batch_size)]
+            batch_starts = starts[first : first + max(1, self.batch_size)]
             chunks = np.zeros((len(batch_starts), audio.shape[0], segment), np.float32)
             for row, start in enumerate(batch_starts):
-                piece = audio[:, start:start + segment]
+                piece = audio[:, start : start + segment]
                 chunks[row] = piece
             result = self.forward_chunks(torch.from_numpy(chunks).to(self.device))
             expected = (len(batch_starts), len(self.sources), audio.shape[0], segment)
@@ -222,8 +224,8 @@ class Separator(nn.Module):
                 if overlap and index < len(starts) - 1:
                     window[-overlap:] = fade_out
                 used = min(segment, length - start)
-                output[..., start:start + used] += result[row, ..., :used] * window[:used]
-                total[start:start + used] += window[:used]
+                output[..., start : start + used] += result[row, ..., :used] * window[:used]
+                total[start : start + used] += window[:used]
         return output / np.maximum(total, 1e-8)
 
     # -- training hooks (families that can be trained here) -----------------------------------
@@ -260,8 +262,10 @@ def _mixture_array(mixture) -> np.ndarray:
     if array.shape[-1] == 0:
         raise InvalidValue("cannot separate an empty mixture")
     if array.shape[0] > 64:
-        raise InvalidValue(f"mixture has {array.shape[0]} channels; pass (channels, samples) "
-                           "(soundfile returns (samples, channels): transpose it)")
+        raise InvalidValue(
+            f"mixture has {array.shape[0]} channels; pass (channels, samples) "
+            "(soundfile returns (samples, channels): transpose it)"
+        )
     if not np.isfinite(array).all():
         raise InvalidValue("mixture contains NaN or Inf samples")
     return np.ascontiguousarray(array, dtype=np.float32)
@@ -272,4 +276,3 @@ def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     if audio.shape[-1] >= length:
         return np.ascontiguousarray(audio[..., :length], dtype=np.float32)
     return np.pad(audio, ((0, 0), (0, length - audio.shape[-1]))).astype(np.float32)
-

@@ -9,6 +9,7 @@ A track is complete when meta.json exists: it is written last, atomically, after
 Rewriting a track (--force, or after a kill) first removes meta.json and any temporary files a
 killed writer left, so a reader never pairs a new meta.json with old sources or vice versa.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,7 @@ def write_meta(folder: Path, meta: dict) -> None:
     atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))
 
 
-def write_track(
-    folder: Path, estimates: dict, sample_rate: int, meta: dict, subtype: str = "PCM_16"
-) -> Path:
+def write_track(folder: Path, estimates: dict, sample_rate: int, meta: dict, subtype: str = "PCM_16") -> Path:
     """Write one track's estimates ({source: (channels, samples)}) and then its meta.json.
 
     Every file is written atomically. A PCM_16 estimate that peaks over full scale is stored as
@@ -129,7 +128,9 @@ def pending_tracks(cache_root, separator: str, weights_id_: str, tracks: list, f
     than the track's current one (all of them with `force`)."""
     if force:
         return list(tracks)
-    return [track for track in tracks if not _up_to_date(track_folder(cache_root, separator, weights_id_, track), track)]
+    return [
+        track for track in tracks if not _up_to_date(track_folder(cache_root, separator, weights_id_, track), track)
+    ]
 
 
 def _up_to_date(folder: Path, track) -> bool:

@@ -6,6 +6,7 @@ recipe (`Separator.trainer`), whose keyword defaults are the options' defaults. 
 (`msgpp spleeter train`, `msgpp wavenet-train`) are aliases for one release, registered by the
 families' own command modules with `add_train_alias`.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from msgpp.constants import SUBSETS
-from msgpp.errors import MsgppError, check_number, number_type
+from msgpp.errors import MsgppError, check_number, number_type, set_torch_threads
 
 SUBTYPE_CHOICES = {"PCM_16": "PCM_16", "pcm16": "PCM_16", "float": "FLOAT", "FLOAT": "FLOAT"}
 TRAIN_DESCRIPTION = (
@@ -32,8 +33,9 @@ def register(subparsers) -> None:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=run_list)
 
-    train = actions.add_parser("train", help="train a small configuration of a separator on a dataset",
-                               description=TRAIN_DESCRIPTION)
+    train = actions.add_parser(
+        "train", help="train a small configuration of a separator on a dataset", description=TRAIN_DESCRIPTION
+    )
     train.add_argument("name", help="separator name, e.g. demucs_v2")
     add_train_arguments(train)
     train.set_defaults(func=run_train_separator)
@@ -50,33 +52,70 @@ def register(subparsers) -> None:
 
 def _register_separate(subparsers) -> None:
     separate = subparsers.add_parser(
-        "separate", help="separate songs into stems (INPUT...), or a dataset into the estimate cache (--root)",
+        "separate",
+        help="separate songs into stems (INPUT...), or a dataset into the estimate cache (--root)",
         description="Two modes. Songs: `msgpp separate INPUT... --out DIR [--enhance]` separates audio files "
-                    "(or folders, searched recursively) into stem files, optionally enhanced by MSG "
-                    "(docs/stems.md). Dataset: `msgpp separate --root DIR --separators A,B` separates every "
-                    "song of a MUSDB18-HQ-layout folder with each separator and stores the estimates in the "
-                    "cache (<cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav); done tracks are "
-                    "skipped, so an interrupted run resumes.",
+        "(or folders, searched recursively) into stem files, optionally enhanced by MSG "
+        "(docs/stems.md). Dataset: `msgpp separate --root DIR --separators A,B` separates every "
+        "song of a MUSDB18-HQ-layout folder with each separator and stores the estimates in the "
+        "cache (<cache>/<separator>/<weights id>/<subset>/<track>/<source>.wav); done tracks are "
+        "skipped, so an interrupted run resumes.",
     )
-    separate.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
-                          help="songs: audio files or folders (searched recursively); omit for the dataset mode")
+    separate.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        metavar="INPUT",
+        help="songs: audio files or folders (searched recursively); omit for the dataset mode",
+    )
     separate.add_argument("--root", type=Path, help="dataset mode: root with <root>/{train,test}/<track>/mixture.wav")
-    separate.add_argument("--separators", help="dataset mode: comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix")
+    separate.add_argument(
+        "--separators", help="dataset mode: comma-separated names, e.g. demucs_v2,hdemucs_v3,openunmix"
+    )
     separate.add_argument("--subset", choices=SUBSETS, help="dataset mode: one subset only (default: both)")
-    separate.add_argument("--cache", type=Path, default=Path("cache/estimates"), help="dataset mode: estimate cache folder (default: %(default)s)")
-    separate.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
-                          help="weights for one separator (a local folder/file, or an upstream name when online); repeatable. "
-                               "Songs: the --separator's weights, NAME= optional")
-    separate.add_argument("--force", action="store_true",
-                          help="dataset mode: recompute tracks that are already cached; songs: overwrite existing outputs")
-    separate.add_argument("--format",
-                          help="dataset mode: sample format of the estimates, PCM_16 (default) or float (PCM_16 files "
-                               "that would clip are written as float); songs: output format wav, flac, ogg, mp3 or "
-                               "aiff (default: the input's when wav, flac or aiff, else wav)")
-    separate.add_argument("--accelerator", default="auto", help="dataset mode: Lightning accelerator: auto, cpu, gpu (default: %(default)s)")
-    separate.add_argument("--devices", default="auto", help="dataset mode: Lightning devices: auto, or a count (several GPUs run DDP)")
-    separate.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), help="torch CPU threads (default: torch's own choice)")
-    separate.add_argument("--workers", type=number_type("--workers", minimum=0, integer=True), help="dataset mode: DataLoader workers that read the mixtures (default 0)")
+    separate.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("cache/estimates"),
+        help="dataset mode: estimate cache folder (default: %(default)s)",
+    )
+    separate.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="weights for one separator (a local folder/file, or an upstream name when online); repeatable. "
+        "Songs: the --separator's weights, NAME= optional",
+    )
+    separate.add_argument(
+        "--force",
+        action="store_true",
+        help="dataset mode: recompute tracks that are already cached; songs: overwrite existing outputs",
+    )
+    separate.add_argument(
+        "--format",
+        help="dataset mode: sample format of the estimates, PCM_16 (default) or float (PCM_16 files "
+        "that would clip are written as float); songs: output format wav, flac, ogg, mp3 or "
+        "aiff (default: the input's when wav, flac or aiff, else wav)",
+    )
+    separate.add_argument(
+        "--accelerator",
+        default="auto",
+        help="dataset mode: Lightning accelerator: auto, cpu, gpu (default: %(default)s)",
+    )
+    separate.add_argument(
+        "--devices", default="auto", help="dataset mode: Lightning devices: auto, or a count (several GPUs run DDP)"
+    )
+    separate.add_argument(
+        "--threads",
+        type=number_type("--threads", minimum=1, integer=True),
+        help="torch CPU threads (default: torch's own choice)",
+    )
+    separate.add_argument(
+        "--workers",
+        type=number_type("--workers", minimum=0, integer=True),
+        help="dataset mode: DataLoader workers that read the mixtures (default 0)",
+    )
     from msgpp.stems_commands import add_arguments
 
     add_arguments(separate)
@@ -92,18 +131,29 @@ def run_separate(args) -> int:
 
         return run(args)
     if args.root is None:
-        raise MsgppError("nothing to separate: give audio files or folders (msgpp separate song.mp3 --out stems/), "
-                         "or a dataset with --root and --separators")
+        raise MsgppError(
+            "nothing to separate: give audio files or folders (msgpp separate song.mp3 --out stems/), "
+            "or a dataset with --root and --separators"
+        )
     _check_dataset_mode(args)
     from msgpp.separators.fill_cache import fill_cache
     from msgpp.separators.registry import parse_names
 
     names = parse_names(args.separators)
     weights = _parse_weights(args.weights, names)
-    _set_threads(args.threads)
-    fill_cache(args.root, names, args.cache, subsets=(args.subset,) if args.subset else SUBSETS, weights=weights,
-               force=args.force, subtype=SUBTYPE_CHOICES[args.format or "PCM_16"], accelerator=args.accelerator,
-               devices=_devices(args.devices), workers=args.workers or 0)
+    set_torch_threads(args.threads)
+    fill_cache(
+        args.root,
+        names,
+        args.cache,
+        subsets=(args.subset,) if args.subset else SUBSETS,
+        weights=weights,
+        force=args.force,
+        subtype=SUBTYPE_CHOICES[args.format or "PCM_16"],
+        accelerator=args.accelerator,
+        devices=_devices(args.devices),
+        workers=args.workers or 0,
+    )
     return 0
 
 
@@ -120,8 +170,10 @@ def _check_dataset_mode(args) -> None:
         check_number("--workers", args.workers, minimum=0, integer=True)
     for name in SONG_ONLY:
         if getattr(args, name, None) not in (None, False, []):
-            raise MsgppError(f"--{name.replace('_', '-')} belongs to the song mode (msgpp separate INPUT... --out DIR), "
-                             "not to --root")
+            raise MsgppError(
+                f"--{name.replace('_', '-')} belongs to the song mode (msgpp separate INPUT... --out DIR), "
+                "not to --root"
+            )
 
 
 def _parse_weights(items: list[str], names: list[str]) -> dict[str, str]:
@@ -164,14 +216,6 @@ def _devices(value: str):
     return int(value) if str(value).isdigit() else value
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        check_number("--threads", threads, minimum=1, integer=True)
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 # -- msgpp separators list -----------------------------------------------------------------------
 def run_list(args) -> int:
     from msgpp.separators.registry import BUILTIN, names, separator_class
@@ -185,11 +229,17 @@ def run_list(args) -> int:
             rows.append({"name": name, "error": str(error)})
             continue
         shipped = separators_dir() / name
-        rows.append({
-            "name": name, "family": klass.family, "sample_rate": klass.default_sample_rate,
-            "sources": list(klass.default_sources), "origin": "built-in" if name in BUILTIN else "entry point",
-            "shipped_weights": str(shipped) if shipped.is_dir() else None, "description": klass.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "family": klass.family,
+                "sample_rate": klass.default_sample_rate,
+                "sources": list(klass.default_sources),
+                "origin": "built-in" if name in BUILTIN else "entry point",
+                "shipped_weights": str(shipped) if shipped.is_dir() else None,
+                "description": klass.description,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -198,44 +248,83 @@ def run_list(args) -> int:
             print(f"{row['name']:<14} unavailable: {row['error']}")
             continue
         weights = "shipped weights" if row["shipped_weights"] else "no shipped weights"
-        print(f"{row['name']:<14} {row['family']:<12} {row['sample_rate']:>6} Hz  {','.join(row['sources']):<24} "
-              f"{row['origin']:<12} {weights:<19} {row['description']}")
+        print(
+            f"{row['name']:<14} {row['family']:<12} {row['sample_rate']:>6} Hz  {','.join(row['sources']):<24} "
+            f"{row['origin']:<12} {weights:<19} {row['description']}"
+        )
     return 0
 
 
 # -- msgpp separators train ----------------------------------------------------------------------
 # Options whose defaults are the family's (its recipe's keyword defaults): argparse default None.
-FAMILY_OPTIONS = ("steps", "max_minutes", "batch_size", "segment_seconds", "lr", "seed", "score_tracks", "arch",
-                  "preset", "init", "songs", "work")
+FAMILY_OPTIONS = (
+    "steps",
+    "max_minutes",
+    "batch_size",
+    "segment_seconds",
+    "lr",
+    "seed",
+    "score_tracks",
+    "arch",
+    "preset",
+    "init",
+    "songs",
+    "work",
+)
 
 
 def add_train_arguments(parser) -> None:
     """The options of `msgpp separators train` (and of its old spellings)."""
     parser.add_argument("--root", required=True, type=Path, help="dataset root with train/ and test/ (for scoring)")
     parser.add_argument("--out", type=Path, help="weights folder to write (default: the shipped separators/<name>/)")
-    parser.add_argument("--steps", type=number_type("--steps", minimum=1, integer=True),
-                        help="training steps (default: the family's: 2000; spleeter 100000)")
-    parser.add_argument("--max-minutes", type=number_type("--max-minutes", minimum=0),
-                        help="stop after this wall time; 0: no limit (default: the family's: 10; wavenet, spleeter 7)")
-    parser.add_argument("--batch-size", type=number_type("--batch-size", minimum=1, integer=True),
-                        help="examples per step (default: 4)")
-    parser.add_argument("--segment", dest="segment_seconds", metavar="SECONDS", type=number_type("--segment", above=0),
-                        help="training segment in seconds (default: the family's: 1; wavenet 0.5)")
+    parser.add_argument(
+        "--steps",
+        type=number_type("--steps", minimum=1, integer=True),
+        help="training steps (default: the family's: 2000; spleeter 100000)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=number_type("--max-minutes", minimum=0),
+        help="stop after this wall time; 0: no limit (default: the family's: 10; wavenet, spleeter 7)",
+    )
+    parser.add_argument(
+        "--batch-size", type=number_type("--batch-size", minimum=1, integer=True), help="examples per step (default: 4)"
+    )
+    parser.add_argument(
+        "--segment",
+        dest="segment_seconds",
+        metavar="SECONDS",
+        type=number_type("--segment", above=0),
+        help="training segment in seconds (default: the family's: 1; wavenet 0.5)",
+    )
     parser.add_argument("--lr", type=number_type("--lr", above=0), help="learning rate (default: 0.001)")
     parser.add_argument("--seed", type=int, help="random seed (default: the family's: 0; spleeter 3)")
-    parser.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True), default=1,
-                        help="CPU threads (default: %(default)s; more threads than free cores run far slower)")
-    parser.add_argument("--score-tracks", type=number_type("--score-tracks", minimum=1, integer=True),
-                        help="score on at most this many test songs (default: all)")
+    parser.add_argument(
+        "--threads",
+        type=number_type("--threads", minimum=1, integer=True),
+        default=1,
+        help="CPU threads (default: %(default)s; more threads than free cores run far slower)",
+    )
+    parser.add_argument(
+        "--score-tracks",
+        type=number_type("--score-tracks", minimum=1, integer=True),
+        help="score on at most this many test songs (default: all)",
+    )
     family = parser.add_argument_group("family options (an error for a family that has no use for them)")
-    family.add_argument("--arch", help='demucs_v2, hdemucs_v3, openunmix: JSON overrides of the small architecture, '
-                                       'e.g. \'{"channels": 24}\'')
+    family.add_argument(
+        "--arch",
+        help="demucs_v2, hdemucs_v3, openunmix: JSON overrides of the small architecture, e.g. '{\"channels\": 24}'",
+    )
     family.add_argument("--preset", help="wavenet: small | multi-instrument | singing-voice (default: small)")
     family.add_argument("--init", type=Path, help="wavenet: continue from these weights instead of a random start")
-    family.add_argument("--songs", type=number_type("--songs", minimum=1, integer=True),
-                        help="spleeter: train on the first N training songs (default: all)")
-    family.add_argument("--work", type=Path,
-                        help="spleeter: keep checkpoints and spectrogram cache here; a rerun resumes")
+    family.add_argument(
+        "--songs",
+        type=number_type("--songs", minimum=1, integer=True),
+        help="spleeter: train on the first N training songs (default: all)",
+    )
+    family.add_argument(
+        "--work", type=Path, help="spleeter: keep checkpoints and spectrogram cache here; a rerun resumes"
+    )
 
 
 def run_train_separator(args) -> int:
@@ -255,7 +344,9 @@ def run_train_separator(args) -> int:
     options = {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name, None) is not None}
     unused = [name for name in options if name not in accepted]
     if unused:
-        flags = ", ".join("--segment" if name == "segment_seconds" else "--" + name.replace("_", "-") for name in unused)
+        flags = ", ".join(
+            "--segment" if name == "segment_seconds" else "--" + name.replace("_", "-") for name in unused
+        )
         raise MsgppError(f"{flags}: not an option for {args.name} (msgpp separators train --help)")
     if "arch" in options:
         options["arch"] = _json_object("--arch", options["arch"])
@@ -263,7 +354,7 @@ def run_train_separator(args) -> int:
         options["name"] = args.name
     if "threads" in accepted:  # torch's for msgpp's trainer (set here too), TensorFlow's for spleeter's
         options["threads"] = args.threads
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     result = recipe(root=args.root, out=args.out or separators_dir() / args.name, **options)
     print(json.dumps(result, indent=2))
     return 0
@@ -277,8 +368,11 @@ def add_train_alias(subparsers, old: str, name: str, summary: str) -> None:
     spelling = parser.prog.removeprefix("msgpp ")  # "spleeter train", "wavenet-train"
 
     def run_old_spelling(args) -> int:
-        print(f"msgpp: `msgpp {spelling}` is now `msgpp separators train {name}`; the old spelling goes in the "
-              "next release", file=sys.stderr)
+        print(
+            f"msgpp: `msgpp {spelling}` is now `msgpp separators train {name}`; the old spelling goes in the "
+            "next release",
+            file=sys.stderr,
+        )
         return run_train_separator(args)
 
     parser.set_defaults(func=run_old_spelling, name=name)
@@ -299,7 +393,7 @@ def run_score(args) -> int:
     from msgpp.separators.registry import get
     from msgpp.separators.score_table import format_table, score_separator
 
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     separator = get(args.name, weights=args.weights)
     scores = score_separator(separator, args.root, args.subset, limit=args.limit)
     print(format_table(scores))

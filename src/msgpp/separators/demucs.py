@@ -15,6 +15,7 @@ The small configurations trained here (each class's `small_architecture`) use th
 `demucs.demucs.Demucs` configured like v2 (two BiLSTM layers, no DConv branches, no group norm,
 GLU, 3-tap decoder rewrite) and `demucs.hdemucs.HDemucs`.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -65,7 +66,10 @@ class DemucsSeparator(Separator):
 
     def __init__(self, model: torch.nn.Module, weights: WeightsInfo | None = None):
         super().__init__(
-            model, weights, sample_rate=model.samplerate, sources=tuple(model.sources),
+            model,
+            weights,
+            sample_rate=model.samplerate,
+            sources=tuple(model.sources),
             audio_channels=model.audio_channels,
         )
         models = list(model.models) if _is_bag(model) else [model]
@@ -75,7 +79,7 @@ class DemucsSeparator(Separator):
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: dict | None = None) -> "DemucsSeparator":
+    def build(cls, config: dict | None = None) -> DemucsSeparator:
         """An untrained separator of `config` (default: the small architecture), for training."""
         return cls(build_model(config or cls.small_architecture))
 
@@ -88,7 +92,7 @@ class DemucsSeparator(Separator):
         normalised, mean, scale = _normalise(chunks)
         if _is_bag(self.model):
             total, weight_sum = 0.0, 0.0
-            for model, weights in zip(self.model.models, self.model.weights):
+            for model, weights in zip(self.model.models, self.model.weights, strict=True):
                 weights = torch.tensor(weights, dtype=chunks.dtype, device=chunks.device)[None, :, None, None]
                 total = total + model(normalised) * weights
                 weight_sum = weight_sum + weights
@@ -110,13 +114,41 @@ class DemucsSeparator(Separator):
 
 # Small configurations of the real architectures, trainable on a 2-core CPU (~1 M parameters).
 DEMUCS_V2_SMALL = dict(
-    klass="Demucs", sources=list(SOURCES), audio_channels=2, channels=16, growth=2.0, depth=4, kernel_size=8, stride=4,
-    rewrite=True, glu=True, context=1, lstm_layers=2, dconv_mode=0, norm_starts=99, gelu=False, normalize=False,
-    resample=False, rescale=0.1, samplerate=44100, segment=30,
+    klass="Demucs",
+    sources=list(SOURCES),
+    audio_channels=2,
+    channels=16,
+    growth=2.0,
+    depth=4,
+    kernel_size=8,
+    stride=4,
+    rewrite=True,
+    glu=True,
+    context=1,
+    lstm_layers=2,
+    dconv_mode=0,
+    norm_starts=99,
+    gelu=False,
+    normalize=False,
+    resample=False,
+    rescale=0.1,
+    samplerate=44100,
+    segment=30,
 )
 HDEMUCS_V3_SMALL = dict(
-    klass="HDemucs", sources=list(SOURCES), audio_channels=2, channels=8, growth=2, depth=5, nfft=4096, hybrid=True,
-    cac=True, rewrite=True, rescale=0.1, samplerate=44100, segment=30,
+    klass="HDemucs",
+    sources=list(SOURCES),
+    audio_channels=2,
+    channels=8,
+    growth=2,
+    depth=5,
+    nfft=4096,
+    hybrid=True,
+    cac=True,
+    rewrite=True,
+    rescale=0.1,
+    samplerate=44100,
+    segment=30,
 )
 
 
@@ -138,12 +170,17 @@ def save_local(model: torch.nn.Module, folder: Path, name: str, training: dict |
     SHA256SUMS. The signature is a hash of the architecture, like demucs' experiment signatures."""
     args, kwargs = model._init_args_kwargs
     package = {
-        "klass": type(model), "args": list(args), "kwargs": dict(kwargs),
+        "klass": type(model),
+        "args": list(args),
+        "kwargs": dict(kwargs),
         "state": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
         "training_args": dict(training or {}),
     }
-    described = json.dumps({"klass": type(model).__name__, "args": list(args), "kwargs": kwargs,
-                            "training": training or {}}, sort_keys=True, default=str)
+    described = json.dumps(
+        {"klass": type(model).__name__, "args": list(args), "kwargs": kwargs, "training": training or {}},
+        sort_keys=True,
+        default=str,
+    )
     signature = hashlib.sha256(described.encode()).hexdigest()[:8]
     data = torch_bytes(package)
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +206,9 @@ def resolve_local(path: Path) -> tuple[Path, str, list[Path]]:
         return folder, name, [models[name]]
     bag_file = folder / f"{name}.yaml"
     if not bag_file.is_file():
-        raise MsgppError(f"{folder}: no demucs model or bag named {name!r} (have: {', '.join(sorted(models)) or 'none'})")
+        raise MsgppError(
+            f"{folder}: no demucs model or bag named {name!r} (have: {', '.join(sorted(models)) or 'none'})"
+        )
     try:
         bag = yaml.safe_load(bag_file.read_text()) or {}
         signatures = list(bag["models"])
@@ -230,7 +269,9 @@ def load_upstream(name: str):
     try:
         model = get_model(name)
     except Exception as error:  # network errors come in many types
-        raise MsgppError(f"demucs weights {name!r}: not a local path, and the download failed ({str(error).splitlines()[0][:160]})") from None
+        raise MsgppError(
+            f"demucs weights {name!r}: not a local path, and the download failed ({str(error).splitlines()[0][:160]})"
+        ) from None
     return model, upstream_weights_info(name)
 
 

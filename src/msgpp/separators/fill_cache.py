@@ -6,6 +6,7 @@ is cached already, else load it once and separate the pending tracks (predict_lo
 comes first for all separators, so a missing weights file stops the run before any work. A fully
 cached separator needs no model and no Lightning.
 """
+
 from __future__ import annotations
 
 import sys
@@ -45,14 +46,29 @@ def fill_cache(
         klass, info = separator_class(name), infos[name]
         if not force and not cache.pending_tracks(cache_root, name, info.id, tracks):
             print(f"{name} (weights {info.id}): all {len(tracks)} tracks already cached", file=sys.stderr)
-            summaries.append({"separator": name, "weights_id": info.id, "tracks": len(tracks),
-                              "separated": 0, "skipped": len(tracks)})
+            summaries.append(
+                {
+                    "separator": name,
+                    "weights_id": info.id,
+                    "tracks": len(tracks),
+                    "separated": 0,
+                    "skipped": len(tracks),
+                }
+            )
             continue
         from msgpp.separators.predict_loop import separate_tracks
 
         separator = klass.load(weights=weights.get(name))  # loaded once for all tracks
-        summary = separate_tracks(separator, tracks, cache_root, force=force, subtype=subtype,
-                                  accelerator=accelerator, devices=devices, workers=workers)
+        summary = separate_tracks(
+            separator,
+            tracks,
+            cache_root,
+            force=force,
+            subtype=subtype,
+            accelerator=accelerator,
+            devices=devices,
+            workers=workers,
+        )
         if summary.get("rank", 0) == 0:  # under DDP every process returns here; rank 0 reports
             print(
                 f"{name} (weights {summary['weights_id']}): {summary['separated']} separated, "

@@ -1,5 +1,6 @@
 """MODEL_CARD.md for a separator trained here: what it is, how it was made, how well it separates
 (the score table of score_table.py)."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,23 @@ from msgpp.separators.base import Separator, WeightsInfo
 from msgpp.separators.score_table import format_table
 
 
-def write_model_card(folder: Path, separator: Separator, architecture: dict, info: WeightsInfo,
-                     training: dict, scores: dict, command: str) -> Path:
+def write_model_card(
+    folder: Path,
+    separator: Separator,
+    architecture: dict,
+    info: WeightsInfo,
+    training: dict,
+    scores: dict,
+    command: str,
+) -> Path:
     parameters = sum(p.numel() for p in separator.parameters() if p.requires_grad)
     improvements = {source: row["improvement"] for source, row in scores["sources"].items()}
     failing = [source for source, value in improvements.items() if not value > 0]
     verdict = (
         "It truly separates: every source's SI-SDR improves on the mixture's (table below)."
-        if not failing else
-        f"It does NOT improve on the mixture for: {', '.join(failing)} (table below); more training is needed there."
+        if not failing
+        else f"It does NOT improve on the mixture for: {', '.join(failing)} (table below); "
+        "more training is needed there."
     )
     sizes = {name: (Path(folder) / name).stat().st_size for name in info.files if (Path(folder) / name).is_file()}
     text = f"""# {separator.name} — small model trained with msgpp

@@ -19,6 +19,7 @@ module that raises on any use, then removes the stand-in again. The loader below
 Published models (umxhq, umxl) are downloaded by openunmix through torch.hub when online: pass
 their name as `weights`; nothing here depends on it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,6 +44,7 @@ def openunmix_model():
     """`openunmix.model`, importable without torchaudio (see the module docstring)."""
     try:
         import openunmix.model as model
+
         return model
     except ImportError as error:
         if "torchaudio" not in str(error):
@@ -79,8 +81,15 @@ class OpenUnmixSeparator(Separator):
     # A small Open-Unmix (hidden 64, 2048-point STFT, input bins up to 16 kHz): ~310 k parameters
     # per target, trainable on a 2-core CPU. Upstream umxhq: nfft 4096, nhop 1024, hidden 512.
     small_architecture: ClassVar[dict] = dict(
-        targets=list(SOURCES), sample_rate=44100, nfft=2048, nhop=512, nb_channels=2,
-        hidden_size=64, nb_layers=3, bandwidth=16000, niter=0,
+        targets=list(SOURCES),
+        sample_rate=44100,
+        nfft=2048,
+        nhop=512,
+        nb_channels=2,
+        hidden_size=64,
+        nb_layers=3,
+        bandwidth=16000,
+        niter=0,
     )
     segment_seconds = 30.0
     overlap_seconds = 2.0
@@ -88,21 +97,27 @@ class OpenUnmixSeparator(Separator):
 
     def __init__(self, model: torch.nn.Module, weights: WeightsInfo | None = None, config: dict | None = None):
         super().__init__(
-            model, weights, sample_rate=int(model.sample_rate), sources=tuple(model.target_models.keys()),
+            model,
+            weights,
+            sample_rate=int(model.sample_rate),
+            sources=tuple(model.target_models.keys()),
             audio_channels=int(config["nb_channels"]) if config else 2,
         )
         self.config = dict(config or {})
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: dict | None = None) -> "OpenUnmixSeparator":
+    def build(cls, config: dict | None = None) -> OpenUnmixSeparator:
         config = dict(config or cls.small_architecture)
         module = openunmix_model()
         max_bin = max_bin_for(config["sample_rate"], config["nfft"], config["bandwidth"])
         targets = {
             target: module.OpenUnmix(
-                nb_bins=config["nfft"] // 2 + 1, nb_channels=config["nb_channels"],
-                hidden_size=config["hidden_size"], nb_layers=config["nb_layers"], max_bin=max_bin,
+                nb_bins=config["nfft"] // 2 + 1,
+                nb_channels=config["nb_channels"],
+                hidden_size=config["hidden_size"],
+                nb_layers=config["nb_layers"],
+                max_bin=max_bin,
             )
             for target in config["targets"]
         }
@@ -142,9 +157,15 @@ class OpenUnmixSeparator(Separator):
 
 def _separator(module, targets: dict, config: dict):
     return module.Separator(
-        target_models=targets, niter=int(config.get("niter", OpenUnmixSeparator.niter)), residual=False, wiener_win_len=300,
-        sample_rate=config["sample_rate"], n_fft=config["nfft"], n_hop=config["nhop"],
-        nb_channels=config["nb_channels"], filterbank="torch",
+        target_models=targets,
+        niter=int(config.get("niter", OpenUnmixSeparator.niter)),
+        residual=False,
+        wiener_win_len=300,
+        sample_rate=config["sample_rate"],
+        n_fft=config["nfft"],
+        n_hop=config["nhop"],
+        nb_channels=config["nb_channels"],
+        filterbank="torch",
     ).eval()
 
 
@@ -154,10 +175,15 @@ def save_local(model: torch.nn.Module, config: dict, folder: Path, training: dic
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     # "niter" is msgpp's addition (openunmix's loader ignores it): the Wiener EM iterations.
-    separator_conf = {key: config[key] for key in ("sample_rate", "nfft", "nhop", "nb_channels", "niter") if key in config}
+    separator_conf = {
+        key: config[key] for key in ("sample_rate", "nfft", "nhop", "nb_channels", "niter") if key in config
+    }
     written.append(atomic_write_bytes(folder / "separator.json", json.dumps(separator_conf, indent=2).encode()))
     for target, target_model in model.target_models.items():
-        args = {key: config[key] for key in ("nfft", "nhop", "nb_channels", "hidden_size", "nb_layers", "bandwidth", "sample_rate")}
+        args = {
+            key: config[key]
+            for key in ("nfft", "nhop", "nb_channels", "hidden_size", "nb_layers", "bandwidth", "sample_rate")
+        }
         description = {"args": args, "targets": [target], "training": dict(training or {})}
         written.append(atomic_write_bytes(folder / f"{target}.json", json.dumps(description, indent=2).encode()))
         state = {key: value.detach().cpu().clone() for key, value in target_model.state_dict().items()}
@@ -173,7 +199,9 @@ def save_local(model: torch.nn.Module, config: dict, folder: Path, training: dic
 def resolve_local(folder: Path) -> tuple[list[str], dict[str, Path]]:
     """(targets, {target: .pth file}) of an open-unmix model folder."""
     if not folder.is_dir():
-        raise MsgppError(f"{folder}: an open-unmix weights location must be a folder (separator.json, <target>.json, <target>.pth)")
+        raise MsgppError(
+            f"{folder}: an open-unmix weights location must be a folder (separator.json, <target>.json, <target>.pth)"
+        )
     separator_json = folder / "separator.json"
     if not separator_json.is_file():
         raise MsgppError(f"{folder}: no separator.json (not an open-unmix model folder)")
@@ -183,7 +211,9 @@ def resolve_local(folder: Path) -> tuple[list[str], dict[str, Path]]:
         raise MsgppError(f"{folder}: no <target>.json files (not an open-unmix model folder)")
     weights = {}
     for target in targets:
-        found = [p for p in sorted(folder.glob(f"{target}*.pth")) if p.stem == target or p.stem.startswith(f"{target}-")]
+        found = [
+            p for p in sorted(folder.glob(f"{target}*.pth")) if p.stem == target or p.stem.startswith(f"{target}-")
+        ]
         if len(found) != 1:
             raise MsgppError(f"{folder}: expected one {target}*.pth weights file, found {len(found)}")
         weights[target] = found[0]
@@ -216,21 +246,31 @@ def load_local(folder: Path):
         args = description.get("args", {})
         try:
             target_model = module.OpenUnmix(
-                nb_bins=int(args["nfft"]) // 2 + 1, nb_channels=int(args["nb_channels"]),
-                hidden_size=int(args["hidden_size"]), nb_layers=int(args.get("nb_layers", 3)),
-                unidirectional=bool(args.get("unidirectional", False)), max_bin=state["input_mean"].shape[0],
+                nb_bins=int(args["nfft"]) // 2 + 1,
+                nb_channels=int(args["nb_channels"]),
+                hidden_size=int(args["hidden_size"]),
+                nb_layers=int(args.get("nb_layers", 3)),
+                unidirectional=bool(args.get("unidirectional", False)),
+                max_bin=state["input_mean"].shape[0],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise MsgppError(f"{folder / (target + '.json')}: incomplete open-unmix arguments ({error})") from None
         result = target_model.load_state_dict(state, strict=False)
         if result.missing_keys:
-            raise MsgppError(f"{weights[target]}: state dict lacks {', '.join(result.missing_keys[:3])} (not an open-unmix {target} model)")
+            raise MsgppError(
+                f"{weights[target]}: state dict lacks {', '.join(result.missing_keys[:3])} "
+                f"(not an open-unmix {target} model)"
+            )
         models[target] = target_model.eval()
         config = config or {
-            "targets": targets, "sample_rate": int(separator_conf["sample_rate"]),
-            "nfft": int(separator_conf["nfft"]), "nhop": int(separator_conf["nhop"]),
-            "nb_channels": int(separator_conf["nb_channels"]), "hidden_size": int(args["hidden_size"]),
-            "nb_layers": int(args.get("nb_layers", 3)), "bandwidth": args.get("bandwidth"),
+            "targets": targets,
+            "sample_rate": int(separator_conf["sample_rate"]),
+            "nfft": int(separator_conf["nfft"]),
+            "nhop": int(separator_conf["nhop"]),
+            "nb_channels": int(separator_conf["nb_channels"]),
+            "hidden_size": int(args["hidden_size"]),
+            "nb_layers": int(args.get("nb_layers", 3)),
+            "bandwidth": args.get("bandwidth"),
             "niter": int(separator_conf.get("niter", OpenUnmixSeparator.niter)),
         }
     try:
@@ -255,9 +295,13 @@ def load_upstream(name: str):
     except Exception as error:  # network errors come in many types
         raise MsgppError(f"open-unmix weights {name!r}: download failed ({str(error).splitlines()[0][:160]})") from None
     first = next(iter(separator.target_models.values()))
-    config = {"targets": list(separator.target_models), "sample_rate": int(separator.sample_rate),
-              "nb_channels": first.fc1.in_features // first.nb_bins, "hidden_size": first.hidden_size,
-              "niter": OpenUnmixSeparator.niter}
+    config = {
+        "targets": list(separator.target_models),
+        "sample_rate": int(separator.sample_rate),
+        "nb_channels": first.fc1.in_features // first.nb_bins,
+        "hidden_size": first.hidden_size,
+        "niter": OpenUnmixSeparator.niter,
+    }
     return separator.eval(), upstream_weights_info(name), config
 
 

@@ -7,6 +7,7 @@ cache are not even handed to the loop, so a rerun skips them. The same code spre
 over several GPUs with DDP (Lightning gives each rank its own tracks when predicting); on CPU it
 runs one process with all the cores torch is given.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,10 +74,14 @@ class EstimateWriter(BasePredictionWriter):
         track = self.tracks[prediction["index"]]
         folder = cache.track_folder(self.cache_root, self.separator.name, self.separator.weights_id, track)
         meta = {
-            "separator": self.separator.name, "family": self.separator.family,
+            "separator": self.separator.name,
+            "family": self.separator.family,
             "weights": cache.portable_location(self.separator.weights.location),
-            "weights_sha256": self.separator.weights.sha256, cache.MIXTURE_KEY: sha256_file(track.mixture),
-            "model_sample_rate": self.separator.sample_rate, "subset": track.subset, "track": track.name,
+            "weights_sha256": self.separator.weights.sha256,
+            cache.MIXTURE_KEY: sha256_file(track.mixture),
+            "model_sample_rate": self.separator.sample_rate,
+            "subset": track.subset,
+            "track": track.name,
             "msgpp_version": msgpp.__version__,
         }
         try:
@@ -121,20 +126,34 @@ def separate_tracks(
     """Separate every pending track with an already loaded separator; returns counts."""
     cache_root = Path(cache_root)
     todo = cache.pending_tracks(cache_root, separator.name, separator.weights_id, tracks, force)
-    summary = {"separator": separator.name, "weights_id": separator.weights_id,
-               "tracks": len(tracks), "separated": len(todo), "skipped": len(tracks) - len(todo)}
+    summary = {
+        "separator": separator.name,
+        "weights_id": separator.weights_id,
+        "tracks": len(tracks),
+        "separated": len(todo),
+        "skipped": len(tracks) - len(todo),
+    }
     if not todo:
         return summary
     loader = torch.utils.data.DataLoader(
-        MixtureDataset(todo), batch_size=1, shuffle=False, num_workers=workers, collate_fn=_single,
+        MixtureDataset(todo),
+        batch_size=1,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_single,
     )
     callbacks = [EstimateWriter(cache_root, separator, todo, subtype)]
     if progress:
         callbacks.append(TrackProgressBar(f"{separator.name}"))
     with quiet_lightning():  # one track per batch and no workers are by design; tips are noise
         trainer = Trainer(
-            accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-            enable_model_summary=False, enable_progress_bar=progress, callbacks=callbacks,
+            accelerator=accelerator,
+            devices=devices,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=callbacks,
             default_root_dir=str(cache_root),
         )
         try:

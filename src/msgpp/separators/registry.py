@@ -9,6 +9,7 @@ where MySeparator subclasses msgpp.separators.Separator (class attributes name, 
 classmethod `load(weights=None, device="cpu")`). A built-in separator is one line in BUILTIN.
 Classes are imported only when asked for, so listing names stays cheap.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -54,7 +55,9 @@ def separator_class(name: str) -> type:
         try:
             klass = points[name].load()
         except Exception as error:  # a broken third-party package must not take the CLI down silently
-            raise MsgppError(f"separator {name!r} (entry point {points[name].value}) failed to import: {error}") from None
+            raise MsgppError(
+                f"separator {name!r} (entry point {points[name].value}) failed to import: {error}"
+            ) from None
     if not (isinstance(klass, type) and issubclass(klass, Separator)):
         raise MsgppError(f"separator {name!r} is registered as {klass!r}, which is not a msgpp Separator subclass")
     return klass
@@ -67,7 +70,7 @@ def get(name: str, weights: str | Path | None = None, device: str = "cpu"):
 
 
 def parse_names(text: str) -> list[str]:
-    """"a,b,c" → ["a", "b", "c"], each checked against the registry, duplicates dropped."""
+    """ "a,b,c" → ["a", "b", "c"], each checked against the registry, duplicates dropped."""
     chosen = []
     for name in (part.strip() for part in text.split(",")):
         if not name:

@@ -7,6 +7,7 @@ subset's songs,
     silent frames dropped) and its sign: + the estimate has too much high-frequency energy
     (typical of waveform separators), − upper partials are missing (spectrogram separators).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ from msgpp.separators.base import Separator
 from msgpp.separators.tracks import list_tracks
 
 
-def score_separator(separator: Separator, root: str | Path, subset: str = "test", limit: int | None = None,
-                    progress: bool = True) -> dict:
+def score_separator(
+    separator: Separator, root: str | Path, subset: str = "test", limit: int | None = None, progress: bool = True
+) -> dict:
     """{"tracks": n, "sources": {source: {si_sdr, si_sdr_mixture, improvement, rolloff_cents}}}."""
     from msgpp.audio import load_audio
     from msgpp.errors import check_number
@@ -29,7 +31,9 @@ def score_separator(separator: Separator, root: str | Path, subset: str = "test"
     if limit is not None:
         limit = check_number("limit", limit, minimum=1, integer=True)
     tracks = list_tracks(root, (subset,))[:limit]
-    rows: dict[str, dict[str, list[float]]] = {s: {"si_sdr": [], "si_sdr_mixture": [], "rolloff": []} for s in separator.sources}
+    rows: dict[str, dict[str, list[float]]] = {
+        s: {"si_sdr": [], "si_sdr_mixture": [], "rolloff": []} for s in separator.sources
+    }
     for track in tqdm(tracks, desc=f"scoring {separator.name}", unit="track", disable=not progress):
         mixture, rate = load_audio(track.mixture)
         estimates = separator.separate(mixture, rate)
@@ -47,7 +51,9 @@ def score_separator(separator: Separator, root: str | Path, subset: str = "test"
     for source, values in rows.items():
         estimate, mixture = _mean(values["si_sdr"]), _mean(values["si_sdr_mixture"])
         result[source] = {
-            "si_sdr": estimate, "si_sdr_mixture": mixture, "improvement": estimate - mixture,
+            "si_sdr": estimate,
+            "si_sdr_mixture": mixture,
+            "improvement": estimate - mixture,
             "rolloff_cents": _mean(values["rolloff"]),
         }
     return {"subset": subset, "tracks": len(tracks), "sources": result}

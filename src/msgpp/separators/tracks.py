@@ -3,6 +3,7 @@
 Only the layout is read here (<root>/<subset>/<track>/mixture.wav and <source>.wav), without
 musdb or audio decoding, so listing and validating 120 songs takes milliseconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,5 +46,3 @@ def list_tracks(root: str | os.PathLike, subsets: tuple[str, ...] = SUBSETS) -> 
     if not tracks:
         raise MsgppError(f"{root}: no tracks under {', '.join(present)}")
     return tracks
-
-

@@ -12,6 +12,7 @@ mixture is the sum of the sources. The loss is the family's own (`Separator.trai
 Everything is seeded: the same seed and step count give the same weights on CPU. A recipe ends
 with `publish`: weights, scores and MODEL_CARD.md built beside the output folder, then swapped in.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,16 @@ class TrainingOptions:
 class SourceSegments(Dataset):
     """Item i: (mixture (C, N), sources (S, C, N)) from a generator seeded by (seed, i)."""
 
-    def __init__(self, track_folders: list[Path], sources: tuple[str, ...], segment: int, length: int,
-                 seed: int, remix: float, sample_rate: int):
+    def __init__(
+        self,
+        track_folders: list[Path],
+        sources: tuple[str, ...],
+        segment: int,
+        length: int,
+        seed: int,
+        remix: float,
+        sample_rate: int,
+    ):
         self.sources, self.segment, self.length, self.seed, self.remix = sources, segment, length, seed, remix
         self.folders, self.frames = [], []
         for folder in track_folders:
@@ -72,8 +81,9 @@ class SourceSegments(Dataset):
 
     def _read(self, song: int, source: str, rng: np.random.Generator) -> np.ndarray:
         start = int(rng.integers(0, self.frames[song] - self.segment + 1))
-        data, _ = sf.read(str(self.folders[song] / f"{source}.wav"), start=start, frames=self.segment,
-                          dtype="float32", always_2d=True)
+        data, _ = sf.read(
+            str(self.folders[song] / f"{source}.wav"), start=start, frames=self.segment, dtype="float32", always_2d=True
+        )
         audio = data.T
         if audio.shape[0] == 1:
             audio = np.repeat(audio, 2, axis=0)
@@ -133,14 +143,20 @@ def train_separator(separator: Separator, root: Path, options: TrainingOptions, 
     seed_everything(options.seed, workers=True, verbose=False)
     segment = int(round(options.segment_seconds * separator.sample_rate))
     dataset = SourceSegments(
-        train_tracks(root), separator.sources, segment, options.steps * options.batch_size,
-        options.seed, options.remix, separator.sample_rate,
+        train_tracks(root),
+        separator.sources,
+        segment,
+        options.steps * options.batch_size,
+        options.seed,
+        options.remix,
+        separator.sample_rate,
     )
     if hasattr(separator, "set_input_statistics"):
         fit_input_statistics(separator, dataset)
     separator.train()
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
-                        drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers, drop_last=True
+    )
     losses: list[float] = []  # for the model card: first and last averages
 
     from lightning.pytorch.callbacks import Callback
@@ -154,30 +170,55 @@ def train_separator(separator: Separator, root: Path, options: TrainingOptions, 
     started = time.monotonic()
     with quiet_lightning():
         trainer = Trainer(
-            accelerator="auto", devices=1, max_epochs=1, max_steps=options.steps,
+            accelerator="auto",
+            devices=1,
+            max_epochs=1,
+            max_steps=options.steps,
             max_time=timedelta(minutes=options.max_minutes) if options.max_minutes else None,
-            gradient_clip_val=options.clip, logger=False, enable_checkpointing=False,
-            enable_model_summary=False, enable_progress_bar=progress, callbacks=[Record()],
-            deterministic=True, default_root_dir=str(root),
+            gradient_clip_val=options.clip,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=[Record()],
+            deterministic=True,
+            default_root_dir=str(root),
         )
         trainer.fit(SeparatorTraining(separator, options.lr), train_dataloaders=loader)
     separator.cpu().eval()
     values = losses
     window = max(1, min(50, len(values) // 5 or 1))
     return {
-        "steps": len(values), "minutes": round((time.monotonic() - started) / 60, 2),
-        "batch_size": options.batch_size, "segment_seconds": options.segment_seconds, "lr": options.lr,
-        "seed": options.seed, "remix": options.remix, "training_songs": len(dataset.folders),
+        "steps": len(values),
+        "minutes": round((time.monotonic() - started) / 60, 2),
+        "batch_size": options.batch_size,
+        "segment_seconds": options.segment_seconds,
+        "lr": options.lr,
+        "seed": options.seed,
+        "remix": options.remix,
+        "training_songs": len(dataset.folders),
         "loss_first": float(np.mean(values[:window])) if values else None,
         "loss_last": float(np.mean(values[-window:])) if values else None,
     }
 
 
 # -- recipes ---------------------------------------------------------------------------------------
-def train_small_architecture(name: str, root, out, *, steps: int = 2000, max_minutes: float | None = 10.0,
-                             batch_size: int = 4, segment_seconds: float = 1.0, lr: float = 1e-3, seed: int = 0,
-                             arch: dict | None = None, threads: int | None = None, score_tracks: int | None = None,
-                             progress: bool = True) -> dict:
+def train_small_architecture(
+    name: str,
+    root,
+    out,
+    *,
+    steps: int = 2000,
+    max_minutes: float | None = 10.0,
+    batch_size: int = 4,
+    segment_seconds: float = 1.0,
+    lr: float = 1e-3,
+    seed: int = 0,
+    arch: dict | None = None,
+    threads: int | None = None,
+    score_tracks: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the separator `name`'s small architecture (its class's `small_architecture`, updated
     by `arch`) with msgpp's trainer on <root>/train; write its weights, SHA256SUMS and
     MODEL_CARD.md (scored on <root>/test) to `out`. `threads`: torch CPU threads (None: as set).
@@ -194,8 +235,9 @@ def train_small_architecture(name: str, root, out, *, steps: int = 2000, max_min
         separator = klass.build(architecture)
     except Exception as error:  # noqa: BLE001 - any bad override: a model class raises what it likes
         raise MsgppError(f"--arch: cannot build {name} with these arguments ({error})") from None
-    options = TrainingOptions(steps=steps, max_minutes=max_minutes, batch_size=batch_size,
-                              segment_seconds=segment_seconds, lr=lr, seed=seed)
+    options = TrainingOptions(
+        steps=steps, max_minutes=max_minutes, batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed
+    )
     facts = train_separator(separator, root, options, progress=progress)
     facts["data"] = _data_facts(root)
     facts["threads"] = torch.get_num_threads()
@@ -208,8 +250,18 @@ def train_small_architecture(name: str, root, out, *, steps: int = 2000, max_min
     return publish(separator, out, root, architecture, facts, command, score_tracks=score_tracks, progress=progress)
 
 
-def publish(separator: Separator, out, root, architecture: dict, facts: dict, command: str, *,
-            score_tracks: int | None = None, progress: bool = True, notes=None) -> dict:
+def publish(
+    separator: Separator,
+    out,
+    root,
+    architecture: dict,
+    facts: dict,
+    command: str,
+    *,
+    score_tracks: int | None = None,
+    progress: bool = True,
+    notes=None,
+) -> dict:
     """Write a trained separator's weights into a staging folder beside `out`, score them on
     <root>/test, write MODEL_CARD.md (then `notes(card)`, a family's additions), and swap the
     folder in, so `out` is never half-written."""

@@ -9,6 +9,7 @@ brings:
 The fingerprint of a separator's weights is one sha256 over the (name, sha256) of every file it
 reads, so the estimate cache gets a new key whenever any of them changes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ import io
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from msgpp.errors import MsgppError, first_line
 from msgpp.files import atomic_write_bytes, sha256_file
@@ -56,7 +57,12 @@ def shipped_folder(name: str) -> Path:
 
 def looks_like_path(location: str) -> bool:
     """A weights argument with a path separator or a file suffix is a path, never an upstream name."""
-    return os.sep in location or "/" in location or location.startswith(".") or Path(location).suffix in (".th", ".yaml", ".pth", ".json")
+    return (
+        os.sep in location
+        or "/" in location
+        or location.startswith(".")
+        or Path(location).suffix in (".th", ".yaml", ".pth", ".json")
+    )
 
 
 def read_checksums(folder: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ per-separator metric table, sent to whichever logger the run uses.
   as `metrics_table.csv` beside them.
 The clips are the same at every validation (MSGDataModule.fixed_clips), so runs and steps compare.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,13 +32,25 @@ def spectrogram_image(signals: dict[str, np.ndarray], sample_rate: int, n_fft: i
 
     figure, axes = plt.subplots(1, len(signals), figsize=(4 * len(signals), 3), sharey=True, squeeze=False)
     window = torch.hann_window(n_fft)
-    for axis, (title, signal) in zip(axes[0], signals.items()):
-        spectrum = torch.stft(torch.as_tensor(signal, dtype=torch.float32).reshape(-1), n_fft, n_fft // 4,
-                              window=window, return_complex=True).abs()
+    for axis, (title, signal) in zip(axes[0], signals.items(), strict=True):
+        spectrum = torch.stft(
+            torch.as_tensor(signal, dtype=torch.float32).reshape(-1),
+            n_fft,
+            n_fft // 4,
+            window=window,
+            return_complex=True,
+        ).abs()
         decibels = 20 * torch.log10(spectrum.clamp_min(1e-5))
         seconds = signal.size / sample_rate
-        axis.imshow(decibels.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=float(decibels.max()),
-                    extent=(0, seconds, 0, sample_rate / 2000))
+        axis.imshow(
+            decibels.numpy(),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=-80,
+            vmax=float(decibels.max()),
+            extent=(0, seconds, 0, sample_rate / 2000),
+        )
         axis.set_title(title)
         axis.set_xlabel("s")
     axes[0][0].set_ylabel("kHz")
@@ -69,7 +82,11 @@ class ValidationMediaLogger(L.Callback):
             for number, clip in enumerate(clips):
                 estimate = clip["estimate"][None].to(pl_module.device)
                 enhanced = pl_module.generator(estimate)[0, 0].float().cpu().numpy()
-                signals = {"input": clip["estimate"][0].numpy(), "enhanced": enhanced, "target": clip["target"][0].numpy()}
+                signals = {
+                    "input": clip["estimate"][0].numpy(),
+                    "enhanced": enhanced,
+                    "target": clip["target"][0].numpy(),
+                }
                 media.append((f"clip{number}", clip.get("name", f"clip {number}"), signals))
         table = list(getattr(pl_module, "val_table", []))
         self.send(trainer.logger, media, table, sample_rate, step)
@@ -79,19 +96,31 @@ class ValidationMediaLogger(L.Callback):
 
         if isinstance(logger, WandbLogger):
             for key, name, signals in media:
-                logger.log_audio(key=f"audio/{key}", audios=[_playable(s) for s in signals.values()],
-                                 step=step, caption=[f"{kind}: {name}" for kind in signals],
-                                 sample_rate=[sample_rate] * len(signals))
-                logger.log_image(key=f"spectrogram/{key}", images=[spectrogram_image(signals, sample_rate)],
-                                 step=step, caption=[name])
+                logger.log_audio(
+                    key=f"audio/{key}",
+                    audios=[_playable(s) for s in signals.values()],
+                    step=step,
+                    caption=[f"{kind}: {name}" for kind in signals],
+                    sample_rate=[sample_rate] * len(signals),
+                )
+                logger.log_image(
+                    key=f"spectrogram/{key}",
+                    images=[spectrogram_image(signals, sample_rate)],
+                    step=step,
+                    caption=[name],
+                )
             if table:
                 columns = list(table[0])
-                logger.log_table(key="val/metrics", columns=columns, data=[[row[c] for c in columns] for row in table], step=step)
+                logger.log_table(
+                    key="val/metrics", columns=columns, data=[[row[c] for c in columns] for row in table], step=step
+                )
         elif isinstance(logger, TensorBoardLogger):
             writer = logger.experiment
-            for key, name, signals in media:
+            for key, _, signals in media:
                 for kind, signal in signals.items():
-                    writer.add_audio(f"audio/{key}/{kind}", torch.from_numpy(_playable(signal))[None], step, sample_rate)
+                    writer.add_audio(
+                        f"audio/{key}/{kind}", torch.from_numpy(_playable(signal))[None], step, sample_rate
+                    )
                 writer.add_image(f"spectrogram/{key}", spectrogram_image(signals, sample_rate), step, dataformats="HWC")
         else:
             self.write_files(Path(logger.log_dir) / "media" / f"step-{step}", media, table, sample_rate)
@@ -153,5 +182,9 @@ class TrainingThroughput(L.Callback):
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
         if self.seconds:
-            log.info("training throughput: %.2f examples/s (%d examples in %.0f s of training steps)",
-                     self.examples_per_second, self.examples, self.seconds)
+            log.info(
+                "training throughput: %.2f examples/s (%d examples in %.0f s of training steps)",
+                self.examples_per_second,
+                self.examples,
+                self.seconds,
+            )

@@ -2,6 +2,7 @@
 the inference file the enhancer loads (msgpp.enhance.weights_file). `msgpp export` (commands.py)
 is these functions on the command line; model selection itself is selection.py.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
 def generator_state(checkpoint: dict) -> dict:
     """The generator's own state dict (what Generator loads) from a training checkpoint."""
     prefix = "generator."
-    return {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
 
 
 def validation_records(checkpoint: dict) -> list[dict]:
@@ -44,13 +45,24 @@ def validation_records(checkpoint: dict) -> list[dict]:
 
     facts = checkpoint.get("msgpp") or {}
     records = [*(facts.get("validation_history") or []), facts.get("validation")]
-    return [record for record in records if isinstance(record, dict) and record.get("fingerprint")
-            and isinstance(record.get("score"), (int, float)) and math.isfinite(record["score"])]
+    return [
+        record
+        for record in records
+        if isinstance(record, dict)
+        and record.get("fingerprint")
+        and isinstance(record.get("score"), (int, float))
+        and math.isfinite(record["score"])
+    ]
 
 
-def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
-                      validation: dict | None = None, averaged: list[Path] | None = None,
-                      state_dict: dict | None = None) -> Path:
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    out: str | os.PathLike,
+    name: str | None = None,
+    validation: dict | None = None,
+    averaged: list[Path] | None = None,
+    state_dict: dict | None = None,
+) -> Path:
     """Write the generator of a training checkpoint as an inference file; returns its path.
 
     `validation`: the whole-song validation record of these weights (see choose_checkpoint); by
@@ -88,13 +100,19 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     if averaged:
         training["averaged"] = [Path(member).name for member in averaged]
     if validation is not None:
-        training["validation"] = {key: validation[key] for key in ("score", "rows", "batches", "fingerprint")
-                                  if key in validation}
+        training["validation"] = {
+            key: validation[key] for key in ("score", "rows", "batches", "fingerprint") if key in validation
+        }
         training["do_no_harm"] = selection.do_no_harm(validation["rows"])
     return save_inference_file(
-        out, name or f"msg-{facts['source']}", source=facts["source"], sample_rate=facts["sample_rate"],
-        generator_config=facts["generator_config"], state_dict=state_dict,
-        loss_weights=facts.get("loss_weights"), training=training,
+        out,
+        name or f"msg-{facts['source']}",
+        source=facts["source"],
+        sample_rate=facts["sample_rate"],
+        generator_config=facts["generator_config"],
+        state_dict=state_dict,
+        loss_weights=facts.get("loss_weights"),
+        training=training,
     )
 
 
@@ -139,13 +157,21 @@ def scan_checkpoints(paths: list[Path]) -> list[Candidate]:
         facts = checkpoint["msgpp"]
         for record in validation_records(checkpoint):
             records[record["fingerprint"]] = record
-        candidates.append(Candidate(path, str(facts.get("source")), int(facts.get("batches_done", 0)),
-                                    selection.generator_fingerprint(generator_state(checkpoint))))
+        candidates.append(
+            Candidate(
+                path,
+                str(facts.get("source")),
+                int(facts.get("batches_done", 0)),
+                selection.generator_fingerprint(generator_state(checkpoint)),
+            )
+        )
         del checkpoint
     sources = sorted({candidate.source for candidate in candidates})
     if len(sources) > 1:
-        raise MsgppError(f"checkpoints of several sources ({', '.join(sources)}) among {len(paths)} checkpoints; "
-                         f"name one run's folder or checkpoint")
+        raise MsgppError(
+            f"checkpoints of several sources ({', '.join(sources)}) among {len(paths)} checkpoints; "
+            f"name one run's folder or checkpoint"
+        )
     for candidate in candidates:
         candidate.record = records.get(candidate.fingerprint)
     return candidates
@@ -161,8 +187,11 @@ class ValidationSongs:
 
         first = load_checkpoint(checkpoint_path, mmap=True)
         # LightningCLI stores its own entries (e.g. "_instantiator") beside the datamodule's arguments
-        settings = {key: value for key, value in (first.get("datamodule_hyper_parameters") or {}).items()
-                    if not key.startswith("_")}
+        settings = {
+            key: value
+            for key, value in (first.get("datamodule_hyper_parameters") or {}).items()
+            if not key.startswith("_")
+        }
         if not settings:
             raise MsgppError(f"{checkpoint_path}: holds no data settings; cannot rebuild its validation songs")
         settings.update({key: value for key, value in (("root", root), ("cache", cache)) if value is not None})
@@ -172,7 +201,9 @@ class ValidationSongs:
         datamodule = MSGDataModule(**settings)
         datamodule.setup("fit")
         if datamodule.val_set is None or not datamodule.val_set.data.tracks:
-            raise MsgppError("the run has no validation songs (data.val_fraction 0); nothing to score the checkpoints on")
+            raise MsgppError(
+                "the run has no validation songs (data.val_fraction 0); nothing to score the checkpoints on"
+            )
         self.data, self.separators = datamodule.val_set.data, datamodule.val_separators
         self.songs = list(range(len(self.data.tracks)))[:songs_cap]
         self.sample_rate = datamodule.sample_rate
@@ -185,14 +216,20 @@ class ValidationSongs:
 
         generator = Generator(**self.generator_config)
         generator.load_state_dict(state_dict)
-        rows = selection.measure_songs(generator, self.data, self.separators, self.songs,
-                                       sample_rate=self.sample_rate, raw_cache=self._raw_cache)
-        return {"batches": batches, "score": selection.selection_score(rows), "rows": rows,
-                "fingerprint": selection.generator_fingerprint(state_dict)}
+        rows = selection.measure_songs(
+            generator, self.data, self.separators, self.songs, sample_rate=self.sample_rate, raw_cache=self._raw_cache
+        )
+        return {
+            "batches": batches,
+            "score": selection.selection_score(rows),
+            "rows": rows,
+            "fingerprint": selection.generator_fingerprint(state_dict),
+        }
 
 
-def score_candidates(candidates: list[Candidate], root: str | None = None, cache: str | None = None,
-                     songs: ValidationSongs | None = None) -> None:
+def score_candidates(
+    candidates: list[Candidate], root: str | None = None, cache: str | None = None, songs: ValidationSongs | None = None
+) -> None:
     """Measure the candidates without a record on their run's validation songs."""
     missing = [candidate for candidate in candidates if candidate.record is None]
     if not missing:
@@ -206,8 +243,10 @@ def score_candidates(candidates: list[Candidate], root: str | None = None, cache
 def average_generators(paths: list[Path]) -> dict:
     """The mean of the checkpoints' generator weights (floating-point tensors; others from the first)."""
     states = [generator_state(load_checkpoint(path)) for path in paths]
-    return {key: (sum(state[key] for state in states) / len(states) if value.is_floating_point() else value)
-            for key, value in states[0].items()}
+    return {
+        key: (sum(state[key] for state in states) / len(states) if value.is_floating_point() else value)
+        for key, value in states[0].items()
+    }
 
 
 def average_before(path: str | os.PathLike, chosen: Path, count: int) -> list[Candidate]:
@@ -223,8 +262,13 @@ def average_before(path: str | os.PathLike, chosen: Path, count: int) -> list[Ca
     return [*reversed(earlier[: count - 1]), chosen_candidate]
 
 
-def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing: bool = False,
-                      root: str | None = None, cache: str | None = None) -> tuple[Path, dict | None]:
+def choose_checkpoint(
+    path: str | os.PathLike,
+    last: bool = False,
+    score_missing: bool = False,
+    root: str | None = None,
+    cache: str | None = None,
+) -> tuple[Path, dict | None]:
     """(checkpoint to export, its validation record or None).
 
     - a folder, or a file named last.ckpt: among all (the folder's, or the file and its siblings),
@@ -249,8 +293,10 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
         else:
             lasts = [p for p in paths if p.name == "last.ckpt"]
             if len(lasts) != 1:
-                raise MsgppError(f"{path}: {'no' if not lasts else len(lasts)} last.ckpt in this folder or below; "
-                                 f"name the checkpoint file")
+                raise MsgppError(
+                    f"{path}: {'no' if not lasts else len(lasts)} last.ckpt in this folder or below; "
+                    f"name the checkpoint file"
+                )
             wanted = lasts[0]
         chosen = next(c for c in candidates if c.path == wanted)
         if chosen.record is None and score_missing:
@@ -261,17 +307,28 @@ def choose_checkpoint(path: str | os.PathLike, last: bool = False, score_missing
     scored = [c for c in candidates if c.record is not None and math.isfinite(c.record["score"])]
     unscored = [c for c in candidates if c not in scored]
     if unscored:
-        log.info("%d of %d checkpoints have no validation score for their weights and are not considered "
-                 "(--score-missing measures them): %s", len(unscored), len(candidates),
-                 ", ".join(c.path.name for c in unscored))
+        log.info(
+            "%d of %d checkpoints have no validation score for their weights and are not considered "
+            "(--score-missing measures them): %s",
+            len(unscored),
+            len(candidates),
+            ", ".join(c.path.name for c in unscored),
+        )
     if not scored:
-        raise MsgppError(f"{path}: none of its {len(candidates)} checkpoint(s) has a validation score for its weights "
-                         f"(run without validation songs, or before model selection existed); export one with "
-                         f"--last or by naming its .ckpt file, or measure them with --score-missing")
+        raise MsgppError(
+            f"{path}: none of its {len(candidates)} checkpoint(s) has a validation score for its weights "
+            f"(run without validation songs, or before model selection existed); export one with "
+            f"--last or by naming its .ckpt file, or measure them with --score-missing"
+        )
     for candidate in sorted(scored, key=lambda c: c.batches):
         harm = len(selection.do_no_harm(candidate.record["rows"]))
-        log.info("  %-40s batch %6d  score %+.4f  %s", candidate.path.name, candidate.batches,
-                 candidate.record["score"], f"{harm} do-no-harm finding(s)" if harm else "does no harm")
+        log.info(
+            "  %-40s batch %6d  score %+.4f  %s",
+            candidate.path.name,
+            candidate.batches,
+            candidate.record["score"],
+            f"{harm} do-no-harm finding(s)" if harm else "does no harm",
+        )
     # Do no harm first: a checkpoint that is worse than its input for one separator loses to a
     # lower-scoring one that is not (a high mean can hide one separator it damages).
     harmless = [c for c in scored if not selection.do_no_harm(c.record["rows"])]

@@ -21,6 +21,7 @@ WANDB_MODE=disabled it falls back to TensorBoard when installed, else CSV. "wand
 
 The command (`msgpp train`, `msgpp export`) is commands.py; this module is the Lightning side.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,12 +80,21 @@ class MSGTrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.source", "model.source")
         parser.link_arguments("data.sample_rate", "model.sample_rate")
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume from this checkpoint, or 'last' for the run's last.ckpt")
-        parser.add_argument("--logger_backend", type=str, default="auto",
-                            help="auto | wandb | tensorboard | csv | none (ignored when trainer.logger is set)")
-        parser.add_argument("--run_name", type=str | None, default=None,
-                            help="the logger's run name (default: <source>)")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume from this checkpoint, or 'last' for the run's last.ckpt",
+        )
+        parser.add_argument(
+            "--logger_backend",
+            type=str,
+            default="auto",
+            help="auto | wandb | tensorboard | csv | none (ignored when trainer.logger is set)",
+        )
+        parser.add_argument(
+            "--run_name", type=str | None, default=None, help="the logger's run name (default: <source>)"
+        )
 
     def parse_arguments(self, parser, args) -> None:
         args = compose_shipped(list(args)) if args is not None else None
@@ -162,8 +172,7 @@ def compose_shipped(args: list) -> list:
         given = {path.resolve() for path in config_files(args)}
         if bases and not given.intersection(bases):
             added = [item for base in bases for item in ("--config", _shown(base))]
-            log.info("composing the shipped configs: msgpp train %s --config %s",
-                     " ".join(added), args[number + 1])
+            log.info("composing the shipped configs: msgpp train %s --config %s", " ".join(added), args[number + 1])
             return [*args[:number], *added, *args[number:]]
     return args
 
@@ -187,8 +196,10 @@ def check_composition(files: list[Path]) -> None:
             continue
         if not complete:
             spelling = " ".join(f"--config {_shown(file)}" for file in [*needed, path])
-            raise MsgppError(f"--config {_shown(path)} builds on {' and '.join(map(_shown, needed))}: "
-                             f"give them first: msgpp train {spelling} (or make train PRESET=... SOURCE=...)")
+            raise MsgppError(
+                f"--config {_shown(path)} builds on {' and '.join(map(_shown, needed))}: "
+                f"give them first: msgpp train {spelling} (or make train PRESET=... SOURCE=...)"
+            )
 
 
 def _shown(path: Path) -> str:

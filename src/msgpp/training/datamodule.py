@@ -20,6 +20,7 @@ stopped (the position comes from the number of optimisation batches done), so it
 the batches the uninterrupted run would have seen, whatever the worker count. Under DDP each rank
 takes its own slice of every global batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,10 +78,12 @@ def load_source_set(
 
     subset_folder = Path(root) / subset
     if not subset_folder.is_dir():
-        raise MsgppError(f"{subset_folder}: no such folder (expected the MUSDB18-HQ layout <root>/{subset}/<track>/<source>.wav)")
+        raise MsgppError(
+            f"{subset_folder}: no such folder (expected the MUSDB18-HQ layout <root>/{subset}/<track>/<source>.wav)"
+        )
     found = {separator: find_estimates(cache, separator, subset) for separator in separators}
     names = set(tracks) if tracks is not None else None
-    for separator, estimates in found.items():
+    for estimates in found.values():
         have = {track for track, files in estimates.items() if source in files}
         names = have if names is None else names & have
     names = sorted(track for track in (names or set()) if (subset_folder / track / f"{source}.wav").is_file())
@@ -96,7 +99,7 @@ def load_source_set(
         per_separator = [load_mono(found[separator][track][source], sample_rate) for separator in separators]
         length = min([target.size] + [estimate.size for estimate in per_separator])
         targets.append(target[:length])
-        for separator, estimate in zip(separators, per_separator):
+        for separator, estimate in zip(separators, per_separator, strict=True):
             estimates[separator].append(estimate[:length])
     return SourceSet(tracks=names, targets=targets, estimates=estimates)
 
@@ -115,8 +118,18 @@ class TrainingStream(IterableDataset):
     yields `batches_per_epoch` batches' worth of examples for this rank.
     """
 
-    def __init__(self, data: SourceSet, separators: Sequence[str], index: WindowIndex, batch_size: int,
-                 batches_per_epoch: int, swap_probability: float, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data: SourceSet,
+        separators: Sequence[str],
+        index: WindowIndex,
+        batch_size: int,
+        batches_per_epoch: int,
+        swap_probability: float,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.data, self.separators, self.index = data, list(separators), index
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.swap_probability, self.seed = swap_probability, seed
@@ -275,7 +288,10 @@ class MSGDataModule(L.LightningDataModule):
         if not separators:
             raise MsgppError("data.separators: name at least one training separator")
         if overlap := sorted(set(separators) & set(held_out)):
-            raise MsgppError(f"separator(s) {', '.join(overlap)} are both trained on and held out; a held-out separator must be unseen")
+            raise MsgppError(
+                f"separator(s) {', '.join(overlap)} are both trained on and held out; "
+                "a held-out separator must be unseen"
+            )
         if not 0.0 <= swap_probability <= 1.0:
             raise MsgppError(f"data.swap_probability must be in [0, 1], got {swap_probability}")
         if not 0.0 <= val_fraction < 1.0:
@@ -325,20 +341,43 @@ class MSGDataModule(L.LightningDataModule):
         examples = self.examples_per_epoch or pool
         batches_per_epoch = max(1, math.ceil(examples / (self.batch_size * world_size)))
         self.train_set = TrainingStream(
-            train_data, self.separators, index, self.batch_size, batches_per_epoch,
-            self.swap_probability, self.seed, rank, world_size,
+            train_data,
+            self.separators,
+            index,
+            self.batch_size,
+            batches_per_epoch,
+            self.swap_probability,
+            self.seed,
+            rank,
+            world_size,
         )
-        log.info("training pool: %d windows × %d separators = %d examples; %d tracks train, %d validation",
-                 len(index), len(self.separators), pool, len(train_tracks), len(val_tracks))
+        log.info(
+            "training pool: %d windows × %d separators = %d examples; %d tracks train, %d validation",
+            len(index),
+            len(self.separators),
+            pool,
+            len(train_tracks),
+            len(val_tracks),
+        )
         if val_tracks:
             val_data = _subset(everything, val_tracks)
             self.val_separators = list(self.separators)
             for separator in self.held_out:  # the unseen separator, when its estimates are cached
                 try:
-                    unseen = load_source_set(self.root, self.cache, "train", self.source, [separator],
-                                             self.sample_rate, tracks=val_tracks, progress=False)
+                    unseen = load_source_set(
+                        self.root,
+                        self.cache,
+                        "train",
+                        self.source,
+                        [separator],
+                        self.sample_rate,
+                        tracks=val_tracks,
+                        progress=False,
+                    )
                 except MsgppError:
-                    log.info("held-out separator %s: no cached estimates of the validation tracks; not validated", separator)
+                    log.info(
+                        "held-out separator %s: no cached estimates of the validation tracks; not validated", separator
+                    )
                     continue
                 if unseen.tracks == val_data.tracks:
                     val_data.estimates[separator] = unseen.estimates[separator]
@@ -358,16 +397,26 @@ class MSGDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         return StreamLoader(
-            self.train_set, self.batches_done, batch_size=self.batch_size, num_workers=self.num_workers,
-            worker_init_fn=_seed_worker, drop_last=False, pin_memory=False,
+            self.train_set,
+            self.batches_done,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            worker_init_fn=_seed_worker,
+            drop_last=False,
+            pin_memory=False,
             persistent_workers=False,  # each pass must see the current start position
         )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None or len(self.val_set) == 0:
             return []
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          worker_init_fn=_seed_worker)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            worker_init_fn=_seed_worker,
+        )
 
     def fixed_clips(self, count: int = 3) -> list[dict]:
         """`count` validation examples spread over the set (one per separator where possible),
@@ -379,7 +428,8 @@ class MSGDataModule(L.LightningDataModule):
         for number in numbers:
             example = self.val_set[int(number)]
             separator_number, track, start = self.val_set.items[int(number)]
-            example["name"] = f"{self.val_set.data.tracks[track]}@{start / self.sample_rate:.1f}s ({self.val_separators[separator_number]})"
+            where = f"{self.val_set.data.tracks[track]}@{start / self.sample_rate:.1f}s"
+            example["name"] = f"{where} ({self.val_separators[separator_number]})"
             clips.append(example)
         return clips
 

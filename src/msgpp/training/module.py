@@ -17,6 +17,7 @@ Mixed precision comes from the Trainer's `precision` (the losses run in float32 
 Clipping happens in `on_before_optimizer_step`, which Lightning calls after the AMP grad scaler
 has unscaled the gradients, so the norms are true norms under "16-mixed" too.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -114,7 +115,9 @@ class MSGModule(L.LightningModule):
         self.discriminators = build_discriminators(discriminators)
         self.reconstruction = MultiResolutionSTFTLoss(**(stft_loss or {}))
         self.balancer = LossBalancer(GENERATOR_TERMS, warmup_steps=balance_steps, decay=balance_decay)
-        self.autoclip = AutoClip(g_clip_percentile, g_clip_history) if g_clip_percentile and g_clip_norm is None else None
+        self.autoclip = (
+            AutoClip(g_clip_percentile, g_clip_history) if g_clip_percentile and g_clip_norm is None else None
+        )
         self.g_clip_norm = g_clip_norm
         self._val_sums: torch.Tensor | None = None
         self.val_table: list[dict] = []  # per-separator validation metrics, read by the media logger
@@ -165,7 +168,7 @@ class MSGModule(L.LightningModule):
         values = torch.stack([terms[name].detach().float() for name in GENERATOR_TERMS])
         if self._trainer is not None and self.trainer.world_size > 1:
             values = self.trainer.strategy.reduce(values, reduce_op="mean")  # every rank, same weights
-        self.balancer.update(dict(zip(GENERATOR_TERMS, values)))
+        self.balancer.update(dict(zip(GENERATOR_TERMS, values, strict=True)))
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer_g, optimizer_d = self.optimizers()
@@ -215,7 +218,9 @@ class MSGModule(L.LightningModule):
 
     def distances(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-example multi-resolution STFT distance, (batch,)."""
-        return torch.stack([self.reconstruction(estimate[i : i + 1], target[i : i + 1]) for i in range(estimate.shape[0])])
+        return torch.stack(
+            [self.reconstruction(estimate[i : i + 1], target[i : i + 1]) for i in range(estimate.shape[0])]
+        )
 
     def on_validation_epoch_start(self) -> None:
         separators = self._val_separators()
@@ -238,10 +243,17 @@ class MSGModule(L.LightningModule):
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         self.val_table = []
-        for name, (count, raw, enhanced) in zip(self._val_separators(), sums.tolist()):
+        for name, (count, raw, enhanced) in zip(self._val_separators(), sums.tolist(), strict=True):
             if count:
-                self.val_table.append({"separator": name, "windows": int(count), "mrstft_raw": raw / count,
-                                       "mrstft_enhanced": enhanced / count, "change": (enhanced - raw) / count})
+                self.val_table.append(
+                    {
+                        "separator": name,
+                        "windows": int(count),
+                        "mrstft_raw": raw / count,
+                        "mrstft_enhanced": enhanced / count,
+                        "change": (enhanced - raw) / count,
+                    }
+                )
                 self.log(f"val/mrstft_enhanced/{name}", enhanced / count, sync_dist=False, rank_zero_only=True)
                 self.log(f"val/mrstft_raw/{name}", raw / count, sync_dist=False, rank_zero_only=True)
         count, raw, enhanced = sums.sum(0).tolist()
@@ -270,8 +282,14 @@ class MSGModule(L.LightningModule):
             return None
         separators = [name for name in self._val_separators() if name in data.estimates]
         songs = list(range(len(data.tracks)))[: self.val_songs]
-        values = selection.song_measures(self.generator, data, separators, songs[trainer.global_rank :: trainer.world_size],
-                                         sample_rate=self.generator.sample_rate, raw_cache=self._raw_measures)
+        values = selection.song_measures(
+            self.generator,
+            data,
+            separators,
+            songs[trainer.global_rank :: trainer.world_size],
+            sample_rate=self.generator.sample_rate,
+            raw_cache=self._raw_measures,
+        )
         if trainer.world_size > 1:
             share = -(-len(songs) // trainer.world_size)  # NaN-padded to the same size on every rank
             padded = np.full((share, *values.shape[1:]), np.nan)
@@ -279,8 +297,12 @@ class MSGModule(L.LightningModule):
             gathered = self.all_gather(torch.from_numpy(padded).to(self.device))
             values = gathered.reshape(-1, *values.shape[1:]).cpu().numpy()
         rows = selection.rows_from_measures(values, separators)
-        record = {"batches": self.batches_done, "score": selection.selection_score(rows), "rows": rows,
-                  "fingerprint": selection.generator_fingerprint(self.generator.state_dict())}
+        record = {
+            "batches": self.batches_done,
+            "score": selection.selection_score(rows),
+            "rows": rows,
+            "fingerprint": selection.generator_fingerprint(self.generator.state_dict()),
+        }
         self.validations.append(record)
         logs = {"val/score": record["score"]}
         for row in rows:

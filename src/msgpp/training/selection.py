@@ -30,6 +30,7 @@ positive.
 `generator_fingerprint` identifies a generator's weights, so that a score recorded at validation
 can be matched to the checkpoint holding those weights.
 """
+
 from __future__ import annotations
 
 import csv
@@ -180,14 +181,17 @@ def do_no_harm(rows: Sequence[dict]) -> list[str]:
     if not rows or math.isnan(score):
         return ["no validation measure is defined (no songs, or only silent ground truth)"]
     if score <= 0:
-        reasons.append(f"selection score {score:+.4f} ≤ 0: on balance the output is no closer to the ground "
-                       f"truth than the input")
+        reasons.append(
+            f"selection score {score:+.4f} ≤ 0: on balance the output is no closer to the ground truth than the input"
+        )
     for row in rows:
         name = row["separator"]
         raw, enhanced = row["song_mrstft_raw"], row["song_mrstft_enhanced"]
         if enhanced > raw * (1 + MRSTFT_TOLERANCE):
-            reasons.append(f"{name}: MR-STFT distance {raw:.4f} → {enhanced:.4f} "
-                           f"({100 * (enhanced - raw) / max(raw, 1e-8):+.1f} %), further from the ground truth")
+            reasons.append(
+                f"{name}: MR-STFT distance {raw:.4f} → {enhanced:.4f} "
+                f"({100 * (enhanced - raw) / max(raw, 1e-8):+.1f} %), further from the ground truth"
+            )
         raw, enhanced = row["onset_f1_raw"], row["onset_f1_enhanced"]
         if enhanced < raw - ONSET_TOLERANCE:
             reasons.append(f"{name}: onset F1 {raw:.3f} → {enhanced:.3f} ({enhanced - raw:+.3f})")
@@ -216,10 +220,17 @@ def generator_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
 
 def csv_rows(record: dict) -> list[dict]:
     """A validation record ({"batches", "score", "rows", ...}) as flat rows for validation_measures.csv."""
-    return [{"batch": record["batches"], "separator": row["separator"], "songs": row["songs"],
-             **{f"{measure}_{kind}": row[f"{measure}_{kind}"] for measure in MEASURES for kind in ("raw", "enhanced")},
-             "separator_score": separator_score(row), "score": record["score"]}
-            for row in record["rows"]]
+    return [
+        {
+            "batch": record["batches"],
+            "separator": row["separator"],
+            "songs": row["songs"],
+            **{f"{measure}_{kind}": row[f"{measure}_{kind}"] for measure in MEASURES for kind in ("raw", "enhanced")},
+            "separator_score": separator_score(row),
+            "score": record["score"],
+        }
+        for row in record["rows"]
+    ]
 
 
 def append_measures_csv(path: str | Path, record: dict) -> None:

@@ -4,6 +4,7 @@ A window is kept when the *ground truth* is audible in it (RMS above a threshold
 the paper's reference code): windows of silence teach the generator nothing and let the
 discriminators win on trivia.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ def salient_starts(target: np.ndarray, window: int, hop: int, threshold_db: floa
         return np.zeros(0, dtype=np.int64)
     starts = np.arange(0, target.size - window + 1, hop, dtype=np.int64)
     # Window energies from one cumulative sum: O(samples), not O(windows × window).
-    cumulative = np.concatenate([[0.0], np.cumsum(target ** 2)])
+    cumulative = np.concatenate([[0.0], np.cumsum(target**2)])
     power = (cumulative[starts + window] - cumulative[starts]) / window
     threshold = 10.0 ** (threshold_db / 10.0)
     return starts[power > threshold]
@@ -41,7 +42,7 @@ class WindowIndex:
         return int(self.starts.size)
 
     @classmethod
-    def build(cls, targets: list[np.ndarray], window: int, hop: int, threshold_db: float = -60.0) -> "WindowIndex":
+    def build(cls, targets: list[np.ndarray], window: int, hop: int, threshold_db: float = -60.0) -> WindowIndex:
         tracks, starts = [], []
         for number, target in enumerate(targets):
             found = salient_starts(target, window, hop, threshold_db)

@@ -8,6 +8,7 @@ whatever the caller fills in (string.Template; the templates hold no other `$`).
     report.*      the `msgpp evaluate` report (evaluation/report.py)
     listening.*   the listening-test page (evaluation/listening.py)
 """
+
 from __future__ import annotations
 
 from importlib.resources import files

@@ -5,6 +5,7 @@ that environment's Python and talks to it over stdin/stdout, in the framing work
 an 8-byte header length, a JSON header, then the float32 payload. One process serves any number
 of songs, so TensorFlow builds its graph and restores the checkpoint once.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -34,16 +35,32 @@ class SpleeterWorker:
 
     def __init__(self, config: str, model_dir: Path, threads: int = 1, python: Path | None = None):
         python = python or ensure_environment()
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MODEL_PATH=str(Path(model_dir).parent),
-                           OMP_NUM_THREADS=str(threads), PYTHONNOUSERSITE="1")
+        environment = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            MODEL_PATH=str(Path(model_dir).parent),
+            OMP_NUM_THREADS=str(threads),
+            PYTHONNOUSERSITE="1",
+        )
         environment.pop("PYTHONPATH", None)  # msgpp's packages must not leak into TensorFlow's Python
         self._log = tempfile.NamedTemporaryFile(prefix="msgpp-spleeter-", suffix=".log", delete=False)
         self.log_path = Path(self._log.name)
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
-            [str(python), str(WORKER_SCRIPT), "--params", config, "--model-dir", str(model_dir),
-             "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=environment,
+            [
+                str(python),
+                str(WORKER_SCRIPT),
+                "--params",
+                config,
+                "--model-dir",
+                str(model_dir),
+                "--threads",
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=environment,
         )
         atexit.register(self.close)
         try:
@@ -64,7 +81,9 @@ class SpleeterWorker:
         waveform = np.ascontiguousarray(waveform, dtype=np.float32)
         with self._lock:
             if self.process.poll() is not None:
-                raise MsgppError(f"the Spleeter worker has stopped (exit {self.process.returncode}; log: {self.log_path})")
+                raise MsgppError(
+                    f"the Spleeter worker has stopped (exit {self.process.returncode}; log: {self.log_path})"
+                )
             self._send({"op": "separate", "shape": list(waveform.shape)}, waveform.tobytes())
             header = self._receive()
             if not header.get("ok"):

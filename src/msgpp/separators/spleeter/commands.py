@@ -1,5 +1,6 @@
 """`msgpp spleeter setup`: build Spleeter's environment; and `msgpp spleeter train`, the old
 spelling of `msgpp separators train spleeter` (kept for one release)."""
+
 from __future__ import annotations
 
 from msgpp.separators.commands import add_train_alias

@@ -5,6 +5,7 @@ clash with msgpp's environment, so it gets its own: `separators/spleeter/.venv` 
 $MSGPP_SPLEETER_ENV), built from `separators/spleeter/requirements.txt` by `make spleeter-env`
 (`msgpp spleeter setup`) or on first use. Standard library only, so `msgpp --help` stays fast.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,10 @@ def find_base_python() -> str:
         try:
             version = subprocess.run(
                 [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True, text=True, timeout=60, check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             continue
@@ -96,13 +100,20 @@ def ensure_environment(progress: bool = True) -> Path:
     folder = environment_dir()
     folder.parent.mkdir(parents=True, exist_ok=True)
     # The lock lives outside the source tree (nothing new shows up in git status).
-    lock_path = Path(tempfile.gettempdir()) / f"msgpp-spleeter-env-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]}.lock"
+    lock_path = (
+        Path(tempfile.gettempdir())
+        / f"msgpp-spleeter-env-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]}.lock"
+    )
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if environment_ready():  # built by another process meanwhile
             return environment_python()
         base = find_base_python()
-        say = (lambda text: print(f"spleeter environment: {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
+        say = (
+            (lambda text: print(f"spleeter environment: {text}", file=sys.stderr, flush=True))
+            if progress
+            else (lambda text: None)
+        )
         say(f"building {folder} with {base} (~2–3 minutes, ~1.5 GB)")
         shutil.rmtree(folder, ignore_errors=True)
         python = str(environment_python())
@@ -122,8 +133,10 @@ def ensure_environment(progress: bool = True) -> Path:
                 raise MsgppError(f"building Spleeter's environment failed at `{' '.join(command[-3:])}`: {tail[0]}")
         check = subprocess.run([python, "-c", "import spleeter.separator"], capture_output=True, text=True)
         if check.returncode != 0:
-            raise MsgppError(f"Spleeter's environment was built but `import spleeter.separator` fails: "
-                             f"{(check.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise MsgppError(
+                f"Spleeter's environment was built but `import spleeter.separator` fails: "
+                f"{(check.stderr.strip().splitlines() or ['?'])[-1]}"
+            )
         _stamp().write_text(_requirements_digest() + "\n")
         say("ready")
     return environment_python()

@@ -14,6 +14,7 @@ is complete, plus, for models trained here, `params.json` (the spleeter configur
 trained with). A folder without params.json is taken for an upstream release: the released
 `4stems` folder (from spleeter's `pretrained_models/`) loads with `--weights path/to/4stems`.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,10 +65,12 @@ class SpleeterSeparator(Separator):
         ordered = tuple(s for s in SOURCES if s in worker.instruments) + tuple(
             s for s in worker.instruments if s not in SOURCES
         )
-        super().__init__(SpleeterModel(worker), weights, sample_rate=worker.sample_rate, sources=ordered, audio_channels=2)
+        super().__init__(
+            SpleeterModel(worker), weights, sample_rate=worker.sample_rate, sources=ordered, audio_channels=2
+        )
 
     @classmethod
-    def load(cls, weights=None, device="cpu", threads: int | None = None) -> "SpleeterSeparator":
+    def load(cls, weights=None, device="cpu", threads: int | None = None) -> SpleeterSeparator:
         """`weights`: a spleeter model folder (checkpoint + .probe [+ params.json]); None: the shipped one.
         TensorFlow runs on the CPU whatever `device` says."""
         from msgpp.separators.weights import fingerprint, shipped_folder, verify_files
@@ -79,7 +82,9 @@ class SpleeterSeparator(Separator):
         hashes = verify_files(files)
         threads = threads or max(1, torch.get_num_threads())
         worker = SpleeterWorker(config, folder.resolve(), threads=threads)
-        info = WeightsInfo(str(folder), fingerprint(hashes, extra=f"spleeter {SPLEETER_VERSION}"), tuple(sorted(hashes)))
+        info = WeightsInfo(
+            str(folder), fingerprint(hashes, extra=f"spleeter {SPLEETER_VERSION}"), tuple(sorted(hashes))
+        )
         return cls(worker, info)
 
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ spleeter's trainer runs in Spleeter's environment, started through the worker sc
 trained checkpoint is exported (worker.py `--export`) as an inference-only copy, scored here with
 the separator and described in MODEL_CARD.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,24 +107,43 @@ def train_spleeter(
         song_count = write_training_csv(work / "train.csv", root, "train", params["instrument_list"], limit=songs)
         write_training_csv(work / "validation.csv", root, "test", params["instrument_list"], limit=validation_songs)
         params.update(
-            train_csv=str(work / "train.csv"), validation_csv=str(work / "validation.csv"),
-            model_dir=str(work / "training"), training_cache=str(work / "cache" / "training"),
+            train_csv=str(work / "train.csv"),
+            validation_csv=str(work / "validation.csv"),
+            model_dir=str(work / "training"),
+            training_cache=str(work / "cache" / "training"),
             validation_cache=str(work / "cache" / "validation"),
         )
         (work / "params.json").write_text(json.dumps(params, indent=2))
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(threads),
-                           TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads),
-                           PYTHONNOUSERSITE="1")
+        environment = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            OMP_NUM_THREADS=str(threads),
+            TF_NUM_INTRAOP_THREADS=str(threads),
+            TF_NUM_INTEROP_THREADS=str(threads),
+            PYTHONNOUSERSITE="1",
+        )
         environment.pop("PYTHONPATH", None)
         started = time.monotonic()
         log_path = Path(tempfile.gettempdir()) / "msgpp-spleeter-train.log"  # kept for inspection
         stopped = False
+        # the worker with spleeter's parameters and its checkpoint folder; then --train or --export
+        worker = [
+            str(python),
+            str(WORKER_SCRIPT),
+            "--params",
+            str(work / "params.json"),
+            "--model-dir",
+            str(work / "training"),
+        ]
         with open(log_path, "w") as log_file:
             # spleeter's `train` command, run by the worker script so that it can hand spleeter a
             # soundfile-based audio adapter (its --adapter option) instead of ffmpeg processes.
-            process = subprocess.Popen([str(python), str(WORKER_SCRIPT), "--params", str(work / "params.json"),
-                                        "--model-dir", str(work / "training"), "--train", str(root)],
-                                       stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+            process = subprocess.Popen(
+                [*worker, "--train", str(root)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
             try:
                 process.wait(timeout=max_minutes * 60 if max_minutes else None)
             except subprocess.TimeoutExpired:
@@ -142,40 +162,64 @@ def train_spleeter(
             raise MsgppError(f"spleeter train failed (exit {process.returncode}, no checkpoint): {' | '.join(tail)}")
         staging = staging_folder(out)
         model = staging / "model"
-        export = subprocess.run([str(python), str(WORKER_SCRIPT), "--params", str(work / "params.json"),
-                                 "--model-dir", str(work / "training"), "--export", str(model)],
-                                capture_output=True, text=True, env=environment)
+        export = subprocess.run(
+            [*worker, "--export", str(model)],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
         if export.returncode != 0:
             raise MsgppError(f"exporting the trained Spleeter model failed: {export.stderr.strip().splitlines()[-1:]}")
     # The configuration that rebuilds the graph, without this run's temporary paths.
-    shipped = {key: value for key, value in params.items()
-               if key not in ("train_csv", "validation_csv", "training_cache", "validation_cache")}
+    shipped = {
+        key: value
+        for key, value in params.items()
+        if key not in ("train_csv", "validation_csv", "training_cache", "validation_cache")
+    }
     shipped["model_dir"] = "model"
     (model / "params.json").write_text(json.dumps(shipped, indent=2) + "\n")
     from msgpp.separators.weights import write_checksums
 
     write_checksums(model, sorted(model.glob("model.*")) + [model / "params.json"])
     facts = {
-        "steps": trained_steps, "stopped_at_max_minutes": stopped, "minutes": round(minutes, 2),
-        "batch_size": params["batch_size"], "T": params["T"],
-        "lr": params["learning_rate"], "seed": seed, "threads": threads, "training_songs": song_count,
-        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-        "data": shown_root, "trainer": "spleeter's train command (spleeter 2.4.2, tensorflow-cpu 2.12.1), soundfile audio adapter",
+        "steps": trained_steps,
+        "stopped_at_max_minutes": stopped,
+        "minutes": round(minutes, 2),
+        "batch_size": params["batch_size"],
+        "T": params["T"],
+        "lr": params["learning_rate"],
+        "seed": seed,
+        "threads": threads,
+        "training_songs": song_count,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "data": shown_root,
+        "trainer": "spleeter's train command (spleeter 2.4.2, tensorflow-cpu 2.12.1), soundfile audio adapter",
     }
     separator = SpleeterSeparator.load(model, threads=threads)
     try:
         scores = score_separator(separator, root, "test", limit=score_tracks, progress=progress)
-        command = (f"msgpp separators train spleeter --root {shown_root} --out {out} --steps {steps} --seed {seed} "
-                   f"--threads {threads}"
-                   + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --songs {songs}" if songs else "")
-                   + (" --work <folder kept between runs>" if keep_work else ""))
-        card = write_model_card(staging, separator, params["model"]["params"], separator.weights, facts, scores, command)
+        command = (
+            f"msgpp separators train spleeter --root {shown_root} --out {out} --steps {steps} --seed {seed} "
+            f"--threads {threads}"
+            + (f" --max-minutes {max_minutes:g}" if max_minutes else "")
+            + (f" --songs {songs}" if songs else "")
+            + (" --work <folder kept between runs>" if keep_work else "")
+        )
+        card = write_model_card(
+            staging, separator, params["model"]["params"], separator.weights, facts, scores, command
+        )
         _complete_card(card, model, separator)
     finally:
         separator.close()
     # Keep what is not produced here (requirements.txt, the environment) in place.
     swap_in(staging, out, keep=("requirements.txt", ".venv"))
-    return {"weights": str(out / "model"), "weights_id": separator.weights.id, "training": facts, "scores": scores["sources"]}
+    return {
+        "weights": str(out / "model"),
+        "weights_id": separator.weights.id,
+        "training": facts,
+        "scores": scores["sources"],
+    }
 
 
 def _drop_incomplete_caches(folder: Path) -> None:
@@ -208,8 +252,12 @@ def _complete_card(card: Path, model: Path, separator: SpleeterSeparator) -> Non
     TensorFlow and in model/: say so."""
     sizes = ", ".join(f"`model/{p.name}` ({p.stat().st_size / 1e6:.2f} MB)" for p in sorted(model.glob("model.*")))
     count = separator.model.worker.parameters
-    lines = [f"- parameters: {count:,} (TensorFlow variables: 4 U-Nets); files: {sizes}, `model/params.json`"
-             if line.startswith("- parameters:") else line for line in card.read_text().splitlines()]
+    lines = [
+        f"- parameters: {count:,} (TensorFlow variables: 4 U-Nets); files: {sizes}, `model/params.json`"
+        if line.startswith("- parameters:")
+        else line
+        for line in card.read_text().splitlines()
+    ]
     card.write_text("\n".join(lines) + "\n")
     append_card_notes(card)
 

@@ -15,6 +15,7 @@ Any failure answers {"ok": false, "error": "..."}; a failure while loading also 
 The protocol stream is a private copy of stdout; file descriptor 1 is pointed at stderr so that
 nothing TensorFlow prints can corrupt it.
 """
+
 import argparse
 import json
 import os
@@ -186,8 +187,13 @@ def main(argv=None):
     versions["spleeter"] = getattr(spleeter, "__version__", None) or _distribution_version("spleeter")
     write_message(
         protocol_out,
-        {"ok": True, "instruments": model.instruments, "sample_rate": model.sample_rate, "versions": versions,
-         "parameters": model.parameters},
+        {
+            "ok": True,
+            "instruments": model.instruments,
+            "sample_rate": model.sample_rate,
+            "versions": versions,
+            "parameters": model.parameters,
+        },
     )
     while True:
         header, payload = read_message(protocol_in)

@@ -1,5 +1,6 @@
 """`msgpp wavenet-convert`: upstream Keras weights → a msgpp Wavenet checkpoint; and
 `msgpp wavenet-train`, the old spelling of `msgpp separators train wavenet` (kept for one release)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,13 @@ def register(subparsers) -> None:
     parser.add_argument("hdf5", help="the Keras checkpoint, e.g. checkpoint.00045-0.hdf5")
     parser.add_argument("output", help="the msgpp checkpoint to write (.pt)")
     flip = parser.add_mutually_exclusive_group()
-    flip.add_argument("--flip-kernels", dest="flip", action="store_true", default=None,
-                      help="flip kernels in time (default: when the file was saved under Theano)")
+    flip.add_argument(
+        "--flip-kernels",
+        dest="flip",
+        action="store_true",
+        default=None,
+        help="flip kernels in time (default: when the file was saved under Theano)",
+    )
     flip.add_argument("--no-flip-kernels", dest="flip", action="store_false")
     parser.set_defaults(func=run_convert)
 

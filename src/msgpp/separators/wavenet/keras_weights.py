@@ -20,6 +20,7 @@ from the stored model config when there is one.
 
     msgpp wavenet-convert checkpoint.00045-0.hdf5 separators/wavenet/multi-instrument.pt
 """
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,11 @@ def read_keras_weights(path) -> tuple[list[str], dict[str, dict[str, np.ndarray]
                     weight.split("/")[-1].split(":")[0]: np.asarray(group[name][weight], dtype=np.float32)
                     for weight in weight_names
                 }
-        attrs = {key: _text(value) for key, value in handle.attrs.items() if key in ("backend", "keras_version", "model_config")}
+        attrs = {
+            key: _text(value)
+            for key, value in handle.attrs.items()
+            if key in ("backend", "keras_version", "model_config")
+        }
         for key in ("backend", "keras_version"):
             if key not in attrs and key in group.attrs:
                 attrs[key] = _text(group.attrs[key])
@@ -105,7 +110,11 @@ def load_keras_wavenet(
     if "initial_causal_conv" not in layers:
         raise MsgppError(f"{path}: no 'initial_causal_conv' layer; not a source-separation Wavenet file")
     dilated = sorted(
-        ((int(m["block"]), int(m["dilation"]), int(m["stack"]), name) for name in layers if (m := _DILATED.match(name))),
+        (
+            (int(m["block"]), int(m["dilation"]), int(m["stack"]), name)
+            for name in layers
+            if (m := _DILATED.match(name))
+        ),
     )
     if not dilated:
         raise MsgppError(f"{path}: no 'res_*_dilated_conv_*' layers; not a source-separation Wavenet file")
@@ -168,7 +177,9 @@ def load_keras_wavenet(
     expected_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for key, value in state.items():
         if tuple(value.shape) != expected_shapes[key]:
-            raise MsgppError(f"{path}: {key} has shape {tuple(value.shape)}, the architecture needs {expected_shapes[key]}")
+            raise MsgppError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the architecture needs {expected_shapes[key]}"
+            )
     model.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in state.items()})
     return model.eval()
 

@@ -21,6 +21,7 @@ The "wavenet" separator (separator.py) wraps it behind msgpp's separator interfa
 are a msgpp checkpoint (`.pt`: config, state dict, versions; save_checkpoint / load_checkpoint
 here) or an upstream Keras file (`.hdf5`, converted on load by keras_weights.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -95,7 +96,11 @@ WAVENET_CONFIGS: dict[str, WavenetConfig] = {
     # Trains on a 2-core CPU in minutes: 2 stacks of dilations 1..256, 24 channels;
     # receptive field 2045 samples (0.13 s).
     "small": WavenetConfig(
-        num_stacks=2, dilation_depth=8, residual_channels=24, skip_channels=24, final_channels=(128, 64),
+        num_stacks=2,
+        dilation_depth=8,
+        residual_channels=24,
+        skip_channels=24,
+        final_channels=(128, 64),
         target_field_length=4001,
     ),
 }
@@ -108,8 +113,12 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.residual_channels = residual_channels
         self.dilated = nn.Conv1d(
-            residual_channels, 2 * residual_channels, kernel_size,
-            dilation=dilation, padding=dilation * (kernel_size - 1) // 2, bias=False,
+            residual_channels,
+            2 * residual_channels,
+            kernel_size,
+            dilation=dilation,
+            padding=dilation * (kernel_size - 1) // 2,
+            bias=False,
         )
         self.mix = nn.Conv1d(residual_channels, residual_channels + skip_channels, 1, bias=False)
 

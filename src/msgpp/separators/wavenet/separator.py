@@ -4,6 +4,7 @@ Mono 16 kHz: stereo input is averaged and the estimates are duplicated back to t
 channels; "other" is the mixture minus the network's sources. Weights: a msgpp checkpoint (`.pt`)
 or an upstream Keras file (`.hdf5`, converted on load by keras_weights.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,7 @@ class WavenetSeparator(Separator):
         super().__init__(model, weights, sample_rate=config.sample_rate, sources=ordered, audio_channels=1)
 
     @classmethod
-    def load(cls, weights=None, device="cpu") -> "WavenetSeparator":
+    def load(cls, weights=None, device="cpu") -> WavenetSeparator:
         from msgpp.separators.weights import fingerprint, shipped_folder, verify_files
 
         path = Path(weights) if weights is not None else shipped_folder(cls.name)
@@ -72,8 +73,10 @@ class WavenetSeparator(Separator):
         # A Wavenet output sample depends on a fixed window of input: fragments cut from the whole
         # padded song with that much context are exact, so no crossfade is needed.
         estimates = separate_mono(
-            self.model, torch.from_numpy(audio[0]).to(self.device),
-            target_field_length=self.target_field_length, batch_size=self.batch_size,
+            self.model,
+            torch.from_numpy(audio[0]).to(self.device),
+            target_field_length=self.target_field_length,
+            batch_size=self.batch_size,
         )
         return np.stack([estimates[source].cpu().numpy()[None] for source in self.sources]).astype(np.float32)
 

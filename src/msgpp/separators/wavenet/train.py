@@ -4,6 +4,7 @@ The trainer (msgpp.separators.train) reads songs at the separator's rate, so the
 are first resampled to 16 kHz mono in a temporary folder. The loss is upstream's (Σ L1 over
 vocals, drums, bass); Adam at upstream's 1e-3.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -55,10 +56,13 @@ def train_wavenet(
         separator = WavenetSeparator(start.model)
         package = torch.load(start.weights.location, map_location="cpu", weights_only=True)
         previous = dict(package.get("training", {}), weights_id=start.weights.id) if isinstance(package, dict) else None
-    options = TrainingOptions(steps=steps, max_minutes=max_minutes, batch_size=batch_size,
-                              segment_seconds=segment_seconds, lr=lr, seed=seed)
+    options = TrainingOptions(
+        steps=steps, max_minutes=max_minutes, batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed
+    )
     with tempfile.TemporaryDirectory(prefix="msgpp-wavenet-") as temporary:
-        _mono_copy(train_tracks(root), Path(temporary) / "train", ("mixture",) + separator.sources, SAMPLE_RATE, progress)
+        _mono_copy(
+            train_tracks(root), Path(temporary) / "train", ("mixture",) + separator.sources, SAMPLE_RATE, progress
+        )
         facts = train_separator(separator, Path(temporary), options, progress=progress)
     facts.update(preset=preset, data=str(root), threads=torch.get_num_threads())
     if previous is not None:
@@ -67,10 +71,20 @@ def train_wavenet(
     command = (
         f"msgpp separators train wavenet --root {root} --out {out} --preset {preset} --steps {steps} "
         f"--batch-size {batch_size} --segment {segment_seconds:g} --lr {lr:g} --seed {seed}"
-        + (f" --max-minutes {max_minutes:g}" if max_minutes else "") + (f" --init {init}" if init else "")
+        + (f" --max-minutes {max_minutes:g}" if max_minutes else "")
+        + (f" --init {init}" if init else "")
     )
-    return publish(separator, out, root, separator.model.config.to_dict(), facts, command,
-                   score_tracks=score_tracks, progress=progress, notes=append_card_notes)
+    return publish(
+        separator,
+        out,
+        root,
+        separator.model.config.to_dict(),
+        facts,
+        command,
+        score_tracks=score_tracks,
+        progress=progress,
+        notes=append_card_notes,
+    )
 
 
 def append_card_notes(card: Path) -> None:
@@ -100,5 +114,9 @@ def _mono_copy(tracks, folder: Path, sources, sample_rate: int, progress: bool) 
     for track in tqdm(tracks, desc="16 kHz mono copy", unit="song", disable=not progress):
         for source in sources:
             audio, rate = load_audio(track / f"{source}.wav")
-            save_audio(folder / track.name / f"{source}.wav", resample(to_mono(audio), rate, sample_rate),
-                       sample_rate, subtype="FLOAT")
+            save_audio(
+                folder / track.name / f"{source}.wav",
+                resample(to_mono(audio), rate, sample_rate),
+                sample_rate,
+                subtype="FLOAT",
+            )
