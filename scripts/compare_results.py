@@ -14,6 +14,7 @@ run A ("before") and MSG of run B ("after"), each change with its 95 % bootstrap
     python scripts/compare_results.py outputs/before/results.csv outputs/report/results.csv
     python scripts/compare_results.py outputs/report/results.csv          # one run: its own checks
     python scripts/compare_results.py a/results.csv,b/results.csv c/results.csv,d/results.csv   # pooled runs
+    python scripts/compare_results.py --summary outputs/report/results.csv   # the README's summary table
 """
 
 from __future__ import annotations
@@ -132,14 +133,39 @@ def checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
     return results
 
 
+def summary_table(rows: list[dict]) -> str:
+    """The README's table: per source and measure, how many separators' estimates got
+    significantly better or worse (an interval excluding 0) and the change for hdemucs_v3."""
+    better_when_lower = {"rolloff_abs_cents", "mrstft"}
+    head = "| source | " + " | ".join(label.replace("|", "\\|") for label, _ in MEASURES.values()) + " |"
+    lines = [head, "|" + "---|" * (len(MEASURES) + 1)]
+    tables = {metric: cells(rows, metric) for metric in MEASURES}
+    for source in sorted({src for table_ in tables.values() for src, _ in table_}):
+        row = f"| {source} |"
+        for metric, (_, digits) in MEASURES.items():
+            found = {sep: c for (src, sep), c in tables[metric].items() if src == source and c.delta is not None}
+            up = sum(c.delta.low > 0 for c in found.values())
+            down = sum(c.delta.high < 0 for c in found.values())
+            better, worse = (down, up) if metric in better_when_lower else (up, down)
+            unseen = found.get("hdemucs_v3")
+            tail = f" (hdemucs_v3 {unseen.delta.mean:+.{digits}f})" if unseen is not None else ""
+            row += f" {better} better, {worse} worse{tail} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results.csv of one run (after) or two runs (before, after)")
+    parser.add_argument("--summary", action="store_true", help="only the README's summary table of the last run")
     args = parser.parse_args(argv)
     if len(args.results) > 2:
         parser.error("give one or two results.csv files")
     runs = [load(path) for path in args.results]
     before, after = (runs[0], runs[1]) if len(runs) == 2 else (None, runs[0])
+    if args.summary:
+        print(summary_table(after))
+        return 0
     for metric in MEASURES:
         print(table(metric, cells(after, metric), cells(before, metric) if before is not None else None), end="\n\n")
     print("| check | met | figures |\n|---|---|---|")
