@@ -8,6 +8,17 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every reliability case names its class (tests/helpers/reliability.py), so the suite can be
+    counted by class (docs/reliability.md)."""
+    from tests.helpers.reliability import CLASSES
+
+    for item in items:
+        for mark in item.iter_markers("reliability"):
+            if len(mark.args) != 1 or mark.args[0] not in CLASSES:
+                raise pytest.UsageError(f"{item.nodeid}: mark it reliability(CLASS), CLASS one of {', '.join(CLASSES)}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
     """ONNX graphs the Enhancer exports go to a folder of this test session, not ~/.cache/msgpp."""

@@ -1,7 +1,9 @@
 """Reliability cases (issue 15): bad numbers and options, bad weights, bad audio, bad layouts,
 filesystem faults, interruptions and concurrency. A user mistake ends with exit status 2 and
 exactly one line on stderr (no traceback), and leaves no temporary file behind; edge input that
-should work gives finite audio of the right shape."""
+should work gives finite audio of the right shape. Every case is marked with its class
+(tests/helpers/reliability.py); the cases that run whole commands in subprocesses, killed and
+rerun or racing each other, are in tests/test_interruptions.py."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,15 @@ from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import InvalidValue, MsgppError
 from msgpp.models.generator import build_generator
 from tests.helpers import REPO
+from tests.helpers.reliability import (
+    BAD_AUDIO,
+    BAD_LAYOUTS,
+    BAD_OPTIONS,
+    BAD_WEIGHTS,
+    CONCURRENCY,
+    FILESYSTEM,
+    INTERRUPTIONS,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,6 +128,7 @@ NUMBER_CASES = {
 }
 
 
+@BAD_OPTIONS
 @pytest.mark.parametrize("extra", NUMBER_CASES.values(), ids=NUMBER_CASES.keys())
 def test_enhance_bad_numbers(extra, weights, song, tmp_path, capsys):
     code, err = run_cli(["enhance", song, "--out", tmp_path / "out", "--model", weights, "-q", *extra], capsys)
@@ -222,6 +235,7 @@ if not torch.cuda.is_available():
     ]
 
 
+@BAD_OPTIONS
 @pytest.mark.parametrize("argv", OPTION_CASES.values(), ids=OPTION_CASES.keys())
 def test_bad_options(argv, song, layout, tmp_path, capsys):
     argv = [arg.format(tmp=tmp_path, song=song, root=layout) for arg in argv]
@@ -229,6 +243,7 @@ def test_bad_options(argv, song, layout, tmp_path, capsys):
     assert_one_line_error(code, err, tmp_path)
 
 
+@BAD_OPTIONS
 def test_devices_beyond_what_exists_is_refused_at_once(layout, tmp_path):
     """`--devices 99` on a CPU used to wait forever for 98 missing ranks."""
     result = subprocess.run(
@@ -290,6 +305,14 @@ def _weights_case(kind: str, folder: Path, good: Path) -> Path:
             key: torch.zeros(3) if value.is_floating_point() else value for key, value in package["state_dict"].items()
         }
         torch.save({**package, "state_dict": state}, path)
+    elif kind == "missing key":
+        path = folder / "missing.pt"
+        state = dict(package["state_dict"])
+        del state[sorted(state)[-1]]
+        torch.save({**package, "state_dict": state}, path)
+    elif kind == "unexpected key":
+        path = folder / "unexpected.pt"
+        torch.save({**package, "state_dict": {**package["state_dict"], "extra.weight": torch.zeros(2)}}, path)
     elif kind == "refused pickle":
         path = folder / "pickle.pt"
         torch.save({"format": "msgpp-enhancer/1", "object": Path("x")}, path)
@@ -312,11 +335,14 @@ WEIGHT_CASES = [
     "NaN weight",
     "huge weight (flipped bit, no hash)",
     "wrong shapes",
+    "missing key",
+    "unexpected key",
     "refused pickle",
     "flipped byte in hashed file",
 ]
 
 
+@BAD_WEIGHTS
 @pytest.mark.parametrize("kind", WEIGHT_CASES)
 def test_bad_weights(kind, weights, song, tmp_path, capsys):
     bad = _weights_case(kind, tmp_path, weights)
@@ -325,6 +351,36 @@ def test_bad_weights(kind, weights, song, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@BAD_WEIGHTS
+@pytest.mark.parametrize("kind", ["wrong shapes", "missing key", "unexpected key", "refused pickle"])
+def test_weights_errors_keep_the_part_that_matters(kind, weights, tmp_path, capsys):
+    """torch's messages are long (a line per key, a paragraph before the unpickler's reason); the
+    one line keeps the key names, the shapes and the refused global instead of a blind cut."""
+    state = torch.load(weights, weights_only=True)["state_dict"]
+    first_float = next(key for key, value in state.items() if value.is_floating_point())
+    shape = list(state[first_float].shape)
+    expected = {
+        "wrong shapes": f"size mismatch for {first_float} [3] in the file, {shape} in the model",
+        "missing key": f"missing key(s): {sorted(state)[-1]}",
+        "unexpected key": "unexpected key(s): extra.weight",
+        "refused pickle": "unpickler refused it: Unsupported global: GLOBAL pathlib.PosixPath",
+    }[kind]
+    bad = _weights_case(kind, tmp_path, weights)
+    code, err = run_cli(["enhance", bad, "--out", tmp_path / "out", "--model", bad, "-q"], capsys)
+    assert_one_line_error(code, err, tmp_path, expected)
+    assert len(err) < 800, err
+
+
+@BAD_WEIGHTS
+def test_a_refused_checkpoint_names_the_refused_global(tmp_path):
+    from msgpp.training.checkpoints import load_checkpoint
+
+    torch.save({"state_dict": {}, "msgpp": Path("x")}, tmp_path / "bad.ckpt")
+    with pytest.raises(MsgppError, match="GLOBAL pathlib.PosixPath"):
+        load_checkpoint(tmp_path / "bad.ckpt")
+
+
+@BAD_WEIGHTS
 @pytest.mark.parametrize("sha256", ["", "xyz", 123])
 def test_from_pretrained_refuses_an_empty_or_bad_checksum(sha256, weights):
     from msgpp import Enhancer
@@ -333,6 +389,7 @@ def test_from_pretrained_refuses_an_empty_or_bad_checksum(sha256, weights):
         Enhancer.from_pretrained(str(weights), sha256=sha256)
 
 
+@BAD_WEIGHTS
 def test_unhashed_weights_load_with_a_warning(weights, tmp_path, caplog):
     from msgpp.enhance.weights_file import load_inference_file
 
@@ -366,9 +423,17 @@ def _audio_case(kind: str, folder: Path) -> Path:
     return path
 
 
-AUDIO_CASES = ["truncated aiff", "truncated flac", "truncated ogg", "truncated wav", "wav named .flac"]
+AUDIO_CASES = [
+    "truncated aiff",
+    "truncated flac",
+    "truncated mp3",
+    "truncated ogg",
+    "truncated wav",
+    "wav named .flac",
+]
 
 
+@BAD_AUDIO
 @pytest.mark.parametrize("kind", AUDIO_CASES)
 def test_truncated_audio_is_refused(kind, weights, tmp_path, capsys):
     path = _audio_case(kind, tmp_path)
@@ -377,6 +442,7 @@ def test_truncated_audio_is_refused(kind, weights, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@BAD_AUDIO
 @pytest.mark.parametrize("kind", ["truncated mp3", "truncated aiff", "truncated ogg", "wav named .flac"])
 def test_load_audio_refuses_truncated_files(kind, tmp_path):
     from msgpp.audio import check_audio_file, load_audio
@@ -401,12 +467,19 @@ BAD_SEPARATE = {
 }
 
 
-@pytest.mark.parametrize("mixture, rate", BAD_SEPARATE.values(), ids=BAD_SEPARATE.keys())
+@pytest.mark.parametrize(
+    "mixture, rate",
+    [
+        pytest.param(*case, id=name, marks=BAD_OPTIONS if name.startswith("rate") else BAD_AUDIO)
+        for name, case in BAD_SEPARATE.items()
+    ],
+)
 def test_separate_refuses_bad_input(mixture, rate, openunmix):
     with pytest.raises(InvalidValue):
         openunmix.separate(mixture, rate)
 
 
+@BAD_AUDIO
 @pytest.mark.parametrize("frames", [1, 441])
 def test_separate_tiny_mixtures(frames, openunmix):
     estimates = openunmix.separate(tone(frames, 44100).T, 44100)
@@ -414,6 +487,7 @@ def test_separate_tiny_mixtures(frames, openunmix):
         assert estimate.shape == (2, frames) and np.isfinite(estimate).all()
 
 
+@BAD_AUDIO
 def test_separate_rescales_int16(openunmix):
     floats = tone(4410, 44100).T
     as_int16 = np.round(floats * 32768).astype(np.int16)
@@ -422,11 +496,13 @@ def test_separate_rescales_int16(openunmix):
         assert np.allclose(from_floats[source], from_ints[source], atol=1e-3)
 
 
+@BAD_AUDIO
 def test_separate_six_channels(openunmix):
     estimates = openunmix.separate(tone(4410, 44100, 6).T, 44100)
     assert all(estimate.shape == (6, 4410) for estimate in estimates.values())
 
 
+@BAD_OPTIONS
 @pytest.mark.parametrize(
     "options", [dict(segment=float("nan")), dict(overlap=float("inf")), dict(batch_size="2"), dict(segment="5")]
 )
@@ -437,6 +513,7 @@ def test_enhancer_refuses_bad_numbers(options, weights):
         Enhancer.from_pretrained(str(weights), device="cpu", backend="torch", **options)
 
 
+@BAD_OPTIONS
 @pytest.mark.parametrize(
     "audio, rate", [(np.zeros(1000, np.float32), "16000"), (np.zeros(1000, np.float32), None), (None, 16000)]
 )
@@ -449,6 +526,7 @@ def test_enhancer_call_refuses_bad_types(audio, rate, weights):
 
 
 # -- layouts and the evaluation --------------------------------------------------------------------
+@BAD_LAYOUTS
 @pytest.mark.parametrize("change", ["rate", "length", "channels"])
 def test_stems_that_do_not_match_the_mixture_are_refused(change, layout):
     from msgpp.data.musdb import open_tracks
@@ -465,6 +543,7 @@ def test_stems_that_do_not_match_the_mixture_are_refused(change, layout):
         track.load_source("vocals")
 
 
+@BAD_OPTIONS
 def test_enhancer_of_another_source_is_refused():
     from msgpp.evaluation.evaluate import resolve_enhancers
 
@@ -472,6 +551,7 @@ def test_enhancer_of_another_source_is_refused():
         resolve_enhancers({"bass": "drums"})
 
 
+@FILESYSTEM
 def test_evaluate_out_on_a_file(tmp_path, capsys):
     (tmp_path / "report").write_text("a file\n")
     code, err = run_cli(
@@ -481,6 +561,7 @@ def test_evaluate_out_on_a_file(tmp_path, capsys):
     assert_one_line_error(code, err, tmp_path, "not a folder")
 
 
+@BAD_LAYOUTS
 def test_enhance_into_its_own_folder_skips_its_outputs(tmp_path):
     from msgpp.enhance.jobs import plan_outputs
 
@@ -517,6 +598,7 @@ def _kit(folder: Path) -> Path:
     return kit
 
 
+@BAD_LAYOUTS
 def test_an_answer_file_named_twice_counts_once(tmp_path):
     from msgpp.evaluation.listening import analyse_answers
 
@@ -530,6 +612,7 @@ def test_an_answer_file_named_twice_counts_once(tmp_path):
 LISTENING_CASES = ["copied answer file", "item answered twice", "corrupt key", "key without items"]
 
 
+@BAD_LAYOUTS
 @pytest.mark.parametrize("case", LISTENING_CASES)
 def test_listening_analyse_refuses(case, tmp_path, capsys):
     kit = _kit(tmp_path)
@@ -552,6 +635,7 @@ def test_listening_analyse_refuses(case, tmp_path, capsys):
 
 
 # -- filesystem: stale temporaries, full disks, modes, export names ---------------------------------
+@INTERRUPTIONS
 def test_a_killed_enhance_leaves_nothing_the_rerun_keeps(weights, song, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -576,9 +660,10 @@ def test_a_killed_enhance_leaves_nothing_the_rerun_keeps(weights, song, tmp_path
         capsys,
     )
     assert code == 0, err
-    assert sorted(path.name for path in out.iterdir()) == ["song.wav"]
+    assert sorted(path.name for path in out.iterdir()) == [".song.wav.msgpp.json", "song.wav"]  # output, record
 
 
+@CONCURRENCY
 def test_a_live_writers_temporary_is_kept(tmp_path):
     from msgpp.files import remove_stale_in, remove_stale_temporaries
 
@@ -602,6 +687,7 @@ class _FullDisk:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@FILESYSTEM
 def test_weights_export_on_a_full_disk(weights, tmp_path, monkeypatch):
     import msgpp.files
 
@@ -620,6 +706,7 @@ def test_weights_export_on_a_full_disk(weights, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@FILESYSTEM
 def test_audio_write_on_a_full_disk(tmp_path, monkeypatch):
     from msgpp.audio import save_audio
 
@@ -632,6 +719,7 @@ def test_audio_write_on_a_full_disk(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@FILESYSTEM
 def test_written_files_honour_the_umask(tmp_path):
     from msgpp.audio import save_audio
     from msgpp.files import atomic_path, atomic_write_text
@@ -648,6 +736,7 @@ def test_written_files_honour_the_umask(tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
+@BAD_OPTIONS
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
 def test_weights_names_are_plain_file_names(name, weights, tmp_path):
     package = torch.load(weights, weights_only=True)
@@ -664,6 +753,7 @@ def test_weights_names_are_plain_file_names(name, weights, tmp_path):
 
 
 # -- interruptions and concurrency ------------------------------------------------------------------
+@INTERRUPTIONS
 def test_ctrl_c_in_separate_is_interrupted_130(song, tmp_path, capsys, monkeypatch):
     from msgpp import stems
 
@@ -676,6 +766,7 @@ def test_ctrl_c_in_separate_is_interrupted_130(song, tmp_path, capsys, monkeypat
     assert not temporaries(tmp_path)
 
 
+@INTERRUPTIONS
 def test_lightning_ctrl_c_becomes_keyboard_interrupt(layout, tmp_path, monkeypatch, openunmix):
     """Lightning turns Ctrl-C into exit(1); the dataset mode reports it as an interruption."""
     from msgpp.separators import predict_loop
@@ -704,6 +795,7 @@ def _needs_soundfont():
         pytest.skip("no soundfont here")
 
 
+@INTERRUPTIONS
 def test_data_killed_in_its_first_song_resumes_and_refuses_another_seed(tmp_path, monkeypatch):
     from msgpp.data import benchmark
 
@@ -730,6 +822,7 @@ def test_data_killed_in_its_first_song_resumes_and_refuses_another_seed(tmp_path
         benchmark.generate_benchmark(tmp_path / "root", preset="tiny", seed=1, workers=1, progress=False)
 
 
+@CONCURRENCY
 def test_two_data_runs_into_one_root(tmp_path, capsys):
     from msgpp.data import benchmark
 
@@ -741,12 +834,66 @@ def test_two_data_runs_into_one_root(tmp_path, capsys):
     assert_one_line_error(code, err, tmp_path, "another `msgpp data`")
 
 
+@CONCURRENCY
+def test_a_file_lock_has_one_holder_at_a_time(tmp_path):
+    from msgpp.files import FileLock
+
+    first, second = FileLock(tmp_path / ".lock"), FileLock(tmp_path / ".lock")
+    assert first.acquire(wait=False) and first.locked
+    assert not second.acquire(wait=False)  # another open of the same file, even in this process
+    with pytest.raises(MsgppError, match="busy here"), second.held(busy="busy here"):
+        pass
+    first.release()
+    with second.held(busy="busy here"):
+        assert not first.acquire(wait=False)
+    assert first.acquire(wait=False)
+    first.release()
+
+
+@CONCURRENCY
+def test_a_waiting_lock_is_taken_when_its_holder_releases_it(tmp_path):
+    import threading
+
+    from msgpp.files import FileLock
+
+    holder = FileLock(tmp_path / ".lock")
+    holder.acquire()
+    timer = threading.Timer(0.3, holder.release)
+    timer.start()
+    started = time.monotonic()
+    waiter = FileLock(tmp_path / ".lock")
+    assert waiter.acquire() and time.monotonic() - started > 0.2
+    waiter.release()
+    timer.join()
+
+
+@CONCURRENCY
+def test_a_killed_holders_lock_is_free(tmp_path):
+    from msgpp.files import FileLock
+
+    path = tmp_path / ".lock"
+    script = (
+        "import sys, time\nfrom msgpp.files import FileLock\nlock = FileLock(sys.argv[1])\nlock.acquire()\n"
+        "print('held', flush=True)\ntime.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not FileLock(path).acquire(wait=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert FileLock(path).acquire(wait=False)  # the kernel dropped the killed process's lock
+
+
+@BAD_OPTIONS
 def test_data_bad_workers(tmp_path, capsys):
     code, err = run_cli(["data", "--root", tmp_path / "root", "--preset", "tiny", "--workers", "0"], capsys)
     assert_one_line_error(code, err, tmp_path)
     assert not (tmp_path / "root").exists()
 
 
+@BAD_WEIGHTS
 @pytest.mark.parametrize("kind", ["random bytes", "refused pickle", "missing"])
 def test_train_ckpt_path_that_is_not_a_checkpoint(kind, tmp_path, capsys):
     config = REPO / "configs" / "base.yaml"  # a valid config; the checkpoint is refused

@@ -18,6 +18,7 @@ import soundfile as sf
 
 from msgpp.audio import load_audio, save_audio
 from msgpp.cli import main
+from tests.helpers.reliability import BAD_AUDIO, BAD_OPTIONS, FILESYSTEM, INTERRUPTIONS
 from tests.helpers.separators import build_tiny, make_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -270,6 +271,7 @@ def test_a_long_file_goes_in_blocks_and_the_command_equals_python(tmp_path, monk
 
 
 # -- existing outputs, interrupted runs, duplicates ----------------------------------------------
+@FILESYSTEM
 def test_existing_output_is_refused_without_force(tmp_path):
     song = make_song(tmp_path / "song.wav", seconds=1.0)
     out = tmp_path / "out"
@@ -289,6 +291,7 @@ def test_existing_output_is_refused_without_force(tmp_path):
     assert target.read_bytes() != before
 
 
+@INTERRUPTIONS
 def test_an_interrupted_run_leaves_nothing_and_a_rerun_finishes(tmp_path, monkeypatch):
     import msgpp.stems
 
@@ -311,6 +314,24 @@ def test_an_interrupted_run_leaves_nothing_and_a_rerun_finishes(tmp_path, monkey
     assert written(out) == {f"song/{stem}.flac" for stem in STEMS}
 
 
+@INTERRUPTIONS
+def test_the_work_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL leaves a song's work folder behind (nothing can clean up); the next run into the
+    same --out removes it, and leaves alone the work folder of a run that is still working."""
+    song = make_song(tmp_path / "song.wav", seconds=0.5)
+    out = tmp_path / "out"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".msgpp-separate-{finished.stdout.strip()}-abcd1234"  # its process has ended
+    (stale / "out").mkdir(parents=True)
+    (stale / "bass.wav").write_bytes(b"RIFF")
+    live = out / f".msgpp-separate-{os.getpid()}-efgh5678"  # this process: still running
+    live.mkdir()
+    assert separate(song, "--out", out, "--stems", "bass") == 0
+    assert not stale.exists() and live.exists()
+    assert written(out) == {"song/bass.wav"}
+
+
+@INTERRUPTIONS
 def test_skip_existing_resumes_a_batch(tmp_path, capsys):
     first = make_song(tmp_path / "in" / "a.wav", seconds=0.5)
     make_song(tmp_path / "in" / "b.wav", seconds=0.5)  # the batch's other song, new to the second run
@@ -342,6 +363,7 @@ def test_the_output_folder_inside_an_input_folder_is_not_an_input(tmp_path):
 
 
 # -- user mistakes -------------------------------------------------------------------------------
+@BAD_OPTIONS
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -377,6 +399,7 @@ def test_user_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, argv, me
     assert written(tmp_path / "out") == set()
 
 
+@BAD_AUDIO
 def test_nan_in_a_float_input_is_refused_before_any_work(tmp_path, capsys):
     good = make_song(tmp_path / "a.wav", seconds=0.5)
     audio = np.zeros((2, 8000), np.float32)

@@ -50,7 +50,7 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: not a readable audio file ({first_line(error)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: holds no audio samples")
-    _check_decoded(path, info, data.shape[0])
+    check_decoded(path, info, data.shape[0])
     audio = np.ascontiguousarray(data.T)
     if not np.isfinite(audio).all():
         raise AudioError(f"{path}: contains NaN or Inf samples")
@@ -88,7 +88,7 @@ def check_audio_file(path: PathLike, decode: bool = True):
     elif info.format == "OGG":
         _check_ogg_complete(path)
     elif decode:
-        _check_decoded(path, info, _decoded_frames(path))
+        check_decoded(path, info, _decoded_frames(path))
     return info
 
 
@@ -260,9 +260,11 @@ def _decoded_frames(path: Path) -> int:
         raise AudioError(f"{path}: truncated or corrupt ({first_line(error)})") from None
 
 
-def _check_decoded(path: Path, info, decoded: int) -> None:
-    """Decoded frames against the declared ones. MP3 declares an estimate when it has no
-    Xing/LAME header; a shortfall beyond a few frames and 1 % is a truncated file."""
+def check_decoded(path: Path, info, decoded: int) -> None:
+    """Decoded frames against the declared ones, for a reader that decodes a file anyway (and
+    checked it with check_audio_file(path, decode=False), so it is decoded only once). MP3
+    declares an estimate when it has no Xing/LAME header; a shortfall beyond a few frames and
+    1 % is a truncated file."""
     declared = int(info.frames)
     slack = 4 * 1152 + declared // 100 if info.format == "MP3" else 0
     if decoded + slack < declared:

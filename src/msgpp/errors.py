@@ -21,10 +21,58 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
 
 
 def error_text(error: BaseException, limit: int = 600) -> str:
-    """All of an exception's message on one line (torch puts the useful part after a newline),
-    cut to `limit` characters."""
-    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit] + " ..."
+    """A library's exception on one line, at most about `limit` characters, keeping the part that
+    matters rather than cutting blindly: torch's refusal of a pickle is reduced to what the
+    unpickler refused, a state dict that does not fit to its missing, unexpected and mismatched
+    keys (the first few of each, with a count), and any other long message keeps its first and
+    its last line (where torch and most libraries put the cause)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # terminal colours
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if unpickler := re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S):
+        lines = [f"the weights-only unpickler refused it: {' '.join(unpickler.group(1).split())}"]
+    elif lines[0].startswith("Error(s) in loading state_dict"):
+        lines = [f"{lines[0].rstrip(':')}: {'; '.join(_state_dict_problems(lines[1:]))}"]
+    joined = " ".join(lines)
+    if len(joined) <= limit:
+        return joined
+    head, tail = lines[0], " ".join(lines[1:])[-(limit // 2) :]
+    if not tail:
+        return head[:limit] + " ..."
+    return f"{head[: limit // 2]} ... {tail}"
+
+
+def _state_dict_problems(lines: list[str], shown: int = 3) -> list[str]:
+    """torch's load_state_dict complaints, a line per kind with the first `shown` keys."""
+    import re
+
+    problems, mismatches = [], []
+    for line in lines:
+        kind, _, keys = line.partition(" in state_dict: ")
+        if keys:
+            names = re.findall(r'"([^"]+)"', keys)
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            problems.append(f"{kind.lower()}: {', '.join(names[:shown])}{more}")
+        elif match := re.match(
+            r"size mismatch for (\S+): copying a param with shape (.+?) from checkpoint, "
+            r"the shape in current model is (.+?)\.?$",
+            line,
+        ):
+            name, theirs, ours = match.groups()
+            mismatches.append(f"{name} {_shape(theirs)} in the file, {_shape(ours)} in the model")
+        else:
+            problems.append(line)
+    if mismatches:
+        more = f" and {len(mismatches) - shown} more" if len(mismatches) > shown else ""
+        problems.append(f"size mismatch for {'; '.join(mismatches[:shown])}{more}")
+    return problems
+
+
+def _shape(text: str) -> str:
+    return text.replace("torch.Size(", "").rstrip(")") if text.startswith("torch.Size(") else text
 
 
 def check_number(

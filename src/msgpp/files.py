@@ -10,12 +10,18 @@ and never touches the temporary of a writer that is still alive. The usual file 
 
 A folder (a separator's trained weights) is built in a hidden staging folder beside it and
 swapped in by two renames, so it too is never half-written.
+
+Two writers into one place are kept apart by a lock file (FileLock: fcntl.flock on POSIX): `msgpp
+data` holds one per benchmark root and refuses a second writer, `msgpp separate` one per cached
+track and waits for the writer that holds it. The kernel drops a lock when its holder exits,
+however it exits, so a killed writer never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from msgpp.errors import MsgppError, first_line
+
+log = logging.getLogger(__name__)
 
 _PID = re.compile(r"^(\d+)-")
 _TEMPORARY = re.compile(r"^\..*\.tmp")
@@ -195,7 +203,87 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# -- locks ---------------------------------------------------------------------------------------
+LOCK_NAME = ".lock"  # the lock file's usual name inside the folder it guards
+
+
+class FileLock:
+    """An exclusive advisory lock on the file `path` (created when missing, never removed: removing
+    a lock file another process has open would let a third one lock a new file of the same name).
+
+        with FileLock(root / ".lock").held(busy="another run is writing here"):   # refuse a second writer
+            ...
+        lock = FileLock(folder / ".lock"); lock.acquire(); ...; lock.release()     # wait for the first one
+
+    The lock belongs to the open file, so a second FileLock on the same path conflicts even within
+    one process, and the kernel releases it when the holder exits or is killed. Where locking is not
+    available (not POSIX, or a file system without flock), a warning is logged and the lock is
+    taken as held: the run is not refused for it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._handle = None  # the open lock file while held
+        self.locked = False
+
+    def acquire(self, wait: bool = True) -> bool:
+        """Take the lock, waiting for its holder when `wait`; False when it is held elsewhere
+        (only without `wait`). A lock file that cannot be created is a one-line MsgppError."""
+        if self.locked:
+            return True
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locks
+            self.locked = True
+            return True
+        try:
+            handle = open(self.path, "a")  # held open for as long as the lock is
+        except OSError as error:
+            raise MsgppError(f"{self.path}: cannot create the lock file ({describe_write_error(error)})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return False
+        except OSError as error:  # e.g. ENOLCK on a network file system: go on without a lock
+            log.warning("%s: cannot lock (%s); going on without a lock", self.path, error.strerror or error)
+        self._handle, self.locked = handle, True
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
+        self._handle, self.locked = None, False
+
+    @contextmanager
+    def held(self, busy: str | None = None) -> Iterator[FileLock]:
+        """Hold the lock for a block. With `busy`, a lock held elsewhere is refused at once with
+        MsgppError(busy); without, the block waits for it."""
+        if not self.acquire(wait=busy is None):
+            raise MsgppError(busy)
+        try:
+            yield self
+        finally:
+            self.release()
+
+
 # -- folders -------------------------------------------------------------------------------------
+def work_folder(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden scratch folder `<parent>/<prefix><pid>-<random>` for this process; the ones a
+    killed process left there (its process id no longer runs) are removed first. The caller
+    removes its own when done."""
+    parent = Path(parent)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        entries = []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and not _alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
 def staging_folder(out: str | os.PathLike) -> Path:
     """The hidden folder beside `out` (`.<name>.new`) to build its replacement in; what a killed
     run left there is removed first. Hand it to swap_in when complete."""

@@ -46,7 +46,6 @@ import os
 import shutil
 import string
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +65,7 @@ from msgpp.enhance.jobs import (
     write_blocks,
 )
 from msgpp.errors import AudioError, MsgppError
+from msgpp.files import work_folder
 from msgpp.overlap_add import OverlapAdd
 
 DEFAULT_SEPARATOR = "hdemucs_v3"
@@ -325,7 +325,7 @@ class StemSplitter:
             job.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise MsgppError(f"{job.out_dir}: cannot create the output folder ({error.strerror})") from None
-        work = Path(tempfile.mkdtemp(prefix=".msgpp-separate-", dir=job.out_dir))
+        work = work_folder(job.out_dir, ".msgpp-separate-")  # and what a killed run left there goes
         try:
             source = _decode_with_ffmpeg(job.input, work / "input.wav") if job.decode else job.input
             frames = job.frames

@@ -142,7 +142,7 @@ def test_enhance_file_streams_to_the_same_result_as_in_memory(weights, tmp_path,
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 
-def test_cli_enhances_a_folder_once_and_refuses_to_overwrite(weights, tmp_path, capsys):
+def test_cli_enhances_a_folder_once_and_refuses_other_settings_over_it(weights, tmp_path, capsys):
     folder = tmp_path / "estimates"
     (folder / "song b").mkdir(parents=True)
     sf.write(folder / "a.wav", noise((8000, 2), 1), 16000, subtype="PCM_24")
@@ -167,8 +167,10 @@ def test_cli_enhances_a_folder_once_and_refuses_to_overwrite(weights, tmp_path, 
     assert sf.info(str(b)).samplerate == 22050 and sf.info(str(b)).frames == 11025
     assert str(a) in capsys.readouterr().out
     before = a.read_bytes()
-    assert main(argv) == 2
-    assert "exists" in capsys.readouterr().err and a.read_bytes() == before
+    assert main(argv) == 0  # the same model and settings: the outputs are kept, nothing is redone
+    assert "kept 2 output(s)" in capsys.readouterr().err and a.read_bytes() == before
+    assert main([*argv, "--segment", "0.4"]) == 2  # other settings: refused, not mixed in
+    assert "written with another model, settings or input" in capsys.readouterr().err and a.read_bytes() == before
     assert main(argv + ["--force", "--subtype", "FLOAT", "--format", "wav"]) == 0
     assert sf.info(str(out / "song b" / "bass.wav")).subtype == "FLOAT"
 

@@ -1,4 +1,5 @@
-"""`msgpp separate` and the estimate cache: layout, skipping, keys, --force, kills, bad input."""
+"""`msgpp separate` and the estimate cache: layout, skipping, keys, --force, kills, damaged
+estimates, another writer's files, bad input."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from msgpp.cli import main
 from msgpp.constants import SOURCES
 from msgpp.files import sha256_file
 from msgpp.separators import cache
+from tests.helpers.reliability import BAD_LAYOUTS, BAD_OPTIONS, BAD_WEIGHTS, CONCURRENCY, FILESYSTEM, INTERRUPTIONS
 from tests.helpers.separators import build_tiny, make_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -124,6 +126,7 @@ def test_a_changed_mixture_is_separated_again(root, weights, tmp_path):
     assert json.loads(meta_path.read_text())[cache.MIXTURE_KEY] == sha256_file(track / "mixture.wav")
 
 
+@INTERRUPTIONS
 def test_kill_during_separate_then_rerun_completes(tmp_path, weights):
     """SIGKILL the command while it works; no visible file is half-written, and a rerun finishes."""
     songs = make_root(tmp_path / "songs", {"test": 6}, seconds=3.0, seed=1)
@@ -172,7 +175,65 @@ def test_kill_during_separate_then_rerun_completes(tmp_path, weights):
         for path in paths.values():
             audio, rate = sf.read(str(path))
             assert rate == 44100 and audio.shape == (frames, 2)
-    assert not [p for p in cache_root.rglob(".*") if p.is_file()], "temporary files were left behind"
+    left = [p for p in cache_root.rglob(".*") if p.is_file() and p.name != ".lock"]  # a track's lock file stays
+    assert not left, "temporary files were left behind"
+
+
+@FILESYSTEM
+@pytest.mark.parametrize("damage", ["cut short", "replaced by a shorter file", "removed"])
+def test_a_damaged_estimate_is_separated_again(damage, root, weights, tmp_path):
+    """A cached estimate cut short (a full disk, a copy stopped halfway) or replaced, with its
+    meta.json intact, used to be reported "cached" forever."""
+    cache_root = tmp_path / "cache"
+    assert _separate(root, cache_root, weights, "--subset", "test") == 0
+    (folder,) = [path.parent for path in cache_root.rglob(cache.META_NAME)]
+    victim = folder / "bass.wav"
+    good = victim.read_bytes()
+    if damage == "cut short":
+        victim.write_bytes(good[: len(good) // 2])
+    elif damage == "replaced by a shorter file":  # a complete WAV whose header agrees with its size
+        audio, rate = sf.read(str(victim))
+        sf.write(str(victim), audio[: len(audio) // 2], rate, subtype="PCM_16")
+    else:
+        victim.unlink()
+    before = _meta_times(cache_root)
+    time.sleep(0.01)
+    assert _separate(root, cache_root, weights, "--subset", "test") == 0
+    assert _meta_times(cache_root) != before and victim.read_bytes() == good
+
+
+@FILESYSTEM
+def test_a_cache_written_before_sizes_were_recorded_is_still_cached(root, weights, tmp_path, monkeypatch):
+    from msgpp.separators.demucs import DemucsV2
+
+    cache_root = tmp_path / "cache"
+    assert _separate(root, cache_root, weights, "--subset", "test") == 0
+    (meta_path,) = cache_root.rglob(cache.META_NAME)
+    meta = json.loads(meta_path.read_text())
+    assert set(meta[cache.SIZES_KEY]) == set(SOURCES)
+    del meta[cache.SIZES_KEY]
+    meta_path.write_text(json.dumps(meta))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a complete track of an older cache was separated again")
+
+    monkeypatch.setattr(DemucsV2, "load", classmethod(refuse))
+    assert _separate(root, cache_root, weights, "--subset", "test") == 0
+
+
+@CONCURRENCY
+def test_writing_a_track_leaves_another_writers_temporaries(tmp_path):
+    """Two runs writing one track folder: the one that cleans up after a source the separator no
+    longer makes used to delete the other's temporary `.bass.<pid>-....tmp.wav`, which then died
+    renaming it."""
+    folder = tmp_path / "track"
+    folder.mkdir()
+    live = folder / f".bass.{os.getpid()}-abcd1234.tmp.wav"  # a writer that is still running
+    live.write_bytes(b"RIFF")
+    (folder / "piano.wav").write_bytes(b"RIFF")  # an old source: removed
+    cache.write_track(folder, {"drums": np.zeros((2, 100), np.float32)}, 44100, {"separator": "x"})
+    assert live.exists() and not (folder / "piano.wav").exists()
+    assert cache.read_meta(folder)[cache.SIZES_KEY] == {"drums": (folder / "drums.wav").stat().st_size}
 
 
 # -- bad input: one line, exit status 2 -------------------------------------------------------------
@@ -182,11 +243,13 @@ def _error(capsys) -> str:
     return err[-1]
 
 
+@BAD_LAYOUTS
 def test_missing_root(tmp_path, weights, capsys):
     assert _separate(tmp_path / "absent", tmp_path / "cache", weights) == 2
     assert "absent: no such dataset folder" in _error(capsys)
 
 
+@BAD_LAYOUTS
 def test_track_without_mixture(tmp_path, weights, capsys):
     songs = make_root(tmp_path / "songs", {"test": 1}, seconds=0.2)
     (songs / "test" / "test-000" / "mixture.wav").unlink()
@@ -194,11 +257,13 @@ def test_track_without_mixture(tmp_path, weights, capsys):
     assert "test-000: no mixture.wav" in _error(capsys)
 
 
+@BAD_OPTIONS
 def test_unknown_separator(root, tmp_path, capsys):
     assert main(["separate", "--root", str(root), "--separators", "demucs_v2,nope", "--cache", str(tmp_path)]) == 2
     assert "unknown separator 'nope'" in _error(capsys)
 
 
+@BAD_WEIGHTS
 def test_corrupt_weights(root, weights, tmp_path, capsys):
     victim = next(weights.glob("*.th"))
     victim.write_bytes(victim.read_bytes()[:-10])
@@ -206,12 +271,14 @@ def test_corrupt_weights(root, weights, tmp_path, capsys):
     assert "checksum mismatch" in _error(capsys)
 
 
+@FILESYSTEM
 def test_cache_that_cannot_be_created(root, weights, tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     assert _separate(root, tmp_path / "file" / "cache", weights) == 2
     assert "--cache" in (message := _error(capsys)) and "cannot create the folder" in message
 
 
+@FILESYSTEM
 def test_disk_full_while_writing(root, weights, tmp_path, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

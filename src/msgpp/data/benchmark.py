@@ -27,7 +27,7 @@ import numpy as np
 from msgpp.constants import MUSDB_SAMPLE_RATE, STEMS, SUBSETS
 from msgpp.data.plan import make_song_plan, track_name
 from msgpp.errors import MsgppError
-from msgpp.files import atomic_path, atomic_write_text, output_folder, sha256_file
+from msgpp.files import LOCK_NAME, FileLock, atomic_path, atomic_write_text, output_folder, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -195,35 +195,12 @@ def _prepare_root(root: Path, identity: dict) -> dict:
     return {}
 
 
-LOCK = ".lock"
-
-
-class _exclusive:
+def _exclusive(root: Path):
     """One writer per root: a second `msgpp data` into the same folder stops at once."""
-
-    def __init__(self, root: Path):
-        self.path = root / LOCK
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            self.handle = None
-            return self
-        self.handle = open(self.path, "a")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise MsgppError(
-                f"{self.path.parent}: another `msgpp data` is writing into this folder; "
-                "wait for it to finish, or choose another --root"
-            ) from None
-        return self
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.close()  # closing releases the lock
+    return FileLock(root / LOCK_NAME).held(
+        busy=f"{root}: another `msgpp data` is writing into this folder; "
+        "wait for it to finish, or choose another --root"
+    )
 
 
 def _song_intact(root: Path, subset: str, index: int, done: dict) -> bool:

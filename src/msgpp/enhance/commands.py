@@ -12,8 +12,9 @@
 
 Every input is checked (readable, complete, finite, output free) before the model runs, so a
 bad file stops the run with one line and nothing written. Outputs are written under temporary
-names and renamed when complete. Only argument parsing happens at import: the models, torch and
-numpy load when a command runs.
+names and renamed when complete, each with a record of the model and settings beside it, so a
+rerun of an interrupted `msgpp enhance` keeps what was finished and does the rest. Only argument
+parsing happens at import: the models, torch and numpy load when a command runs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ def register(subparsers) -> None:
         help="a PCM output peak above full scale: stop with an error (default), hard-clip, "
         "or scale the file to a 0.999 peak",
     )
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip an input whose output exists, whatever wrote it (resume an interrupted batch; "
+        "without it, a rerun keeps only the outputs an earlier run wrote with the same model and settings)",
+    )
     parser.add_argument(
         "--segment", type=number_type("--segment", above=0), default=None, help="seconds per segment (default 5)"
     )
@@ -133,7 +141,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from msgpp.enhance.enhancer import Enhancer
-    from msgpp.enhance.jobs import files_bar, plan_outputs
+    from msgpp.enhance.jobs import files_bar, plan_outputs, resume_record, written_with
 
     pairs = plan_outputs(args.inputs, args.out, args.format)
     set_torch_threads(args.threads)
@@ -149,10 +157,29 @@ def run(args) -> int:
         if value is not None
     }
     enhancer = Enhancer.from_pretrained(args.model or args.source, full_band=not args.model_band_only, **options)
-    jobs = [
-        enhancer.plan_file(source, target, subtype=args.subtype, clip=args.clip, overwrite=args.force)
-        for source, target in pairs
-    ]
+    # An output's record (msgpp.enhance.jobs) holds these and the input's checksum: a rerun keeps
+    # what an interrupted run finished. The requested subtype and format (not the chosen ones)
+    # suffice: the choice follows from them and the input.
+    settings = {**enhancer.result_settings(), "subtype": args.subtype, "clip": args.clip, "format": args.format}
+    jobs, kept, skipped = [], 0, 0
+    for source, target in pairs:
+        if target.is_file() and not args.force:
+            if args.skip_existing:
+                skipped += 1
+                continue
+            done = written_with(target, source, settings)
+            if done:
+                kept += 1
+                continue
+            how = "written with another model, settings or input" if done is False else "exists"
+            raise MsgppError(f"{target}: {how}; pass --force to replace it, or --skip-existing to keep it")
+        job = enhancer.plan_file(source, target, subtype=args.subtype, clip=args.clip, overwrite=args.force)
+        job.record = resume_record(source, settings)
+        jobs.append(job)
+    if kept:
+        print(f"kept {kept} output(s) an earlier run wrote with this model and settings", file=sys.stderr)
+    if skipped:
+        print(f"skipped {skipped} input(s) whose output exists (--skip-existing)", file=sys.stderr)
     total = sum(job.info.frames / job.info.samplerate for job in jobs)
     with files_bar(total, args.quiet) as bar:
         for number, job in enumerate(jobs, 1):
@@ -217,17 +244,6 @@ def _export_onnx(enhancer, args) -> int:
 
 # -- the MSG authors' generators ------------------------------------------------------------------
 def _register_published(subparsers) -> None:
-    download = subparsers.add_parser(
-        "download",
-        help="download published weights ahead of time (paper-bass, paper-drums, paper-vocals)",
-        description="Download the MSG authors' published generators from the Hugging Face hub (huggingface_hub's "
-        "cache; HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE apply) and convert them into msgpp's "
-        "weights cache, so `--model paper-bass` works offline afterwards.",
-    )
-    download.add_argument("names", nargs="+", metavar="NAME", help="paper-bass, paper-drums, paper-vocals, or all")
-    download.add_argument("--force", action="store_true", help="download and convert again even when cached")
-    download.set_defaults(func=run_download)
-
     convert = subparsers.add_parser(
         "convert-msg",
         help="convert an MSG authors' generator checkpoint into msgpp's inference file",
@@ -245,19 +261,6 @@ def _register_published(subparsers) -> None:
     listing = actions.add_parser("list", help="shipped, downloaded and downloadable enhancers")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=run_list)
-
-
-def run_download(args) -> int:
-    from msgpp.enhance import published
-
-    names = list(published.PUBLISHED) if args.names == ["all"] else args.names
-    for name in names:
-        if name not in published.PUBLISHED:
-            raise MsgppError(f"unknown published name {name!r}; choose from {', '.join(published.PUBLISHED)} (or all)")
-    for name in dict.fromkeys(names):
-        path = published.ensure(name, force=args.force)
-        print(f"{name}: {path}")
-    return 0
 
 
 def run_convert(args) -> int:

@@ -89,6 +89,8 @@ class Enhancer:
             raise MsgppError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
         self._generator = generator.to(self.device).eval()
         self._rebuild = None  # set by from_pretrained: rebuilds a released generator from its file
+        self._weights_file: Path | None = None  # set by from_pretrained
+        self._weights_sha256: str | None = None
         self._fixed_batch = isinstance(generator, torch.jit.ScriptModule)  # traced for one batch size
         self.sample_rate = int(sample_rate)
         self.segment, self.overlap, self.batch_size = segment, float(overlap), int(batch_size)
@@ -141,13 +143,36 @@ class Enhancer:
 
         enhancer = cls(build(package), package["sample_rate"], source=package.get("source"), **options)
         del package  # nothing may keep the loaded state dict alive: the module holds the weights
+        enhancer._weights_file = Path(path)
         if enhancer.backend == "onnxruntime":
             # The PyTorch copy of the weights can be dropped once the ONNX graph exists and rebuilt
             # from the file if it is needed again (358 MB less for the paper generator); the
             # rebuild must read these very weights, so the file's digest is taken now.
-            digest = sha256_file(path)
+            digest = enhancer._weights_sha256 = sha256_file(path)
             enhancer._rebuild = lambda: build(load_inference_file(path, sha256=digest))
         return enhancer
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The sha256 of the weights file this enhancer was loaded from (None for a generator
+        handed over in memory); taken when the file was loaded or on first use."""
+        if self._weights_sha256 is None and self._weights_file is not None:
+            from msgpp.files import sha256_file
+
+            self._weights_sha256 = sha256_file(self._weights_file)
+        return self._weights_sha256
+
+    def result_settings(self) -> dict:
+        """What shapes this enhancer's output besides the input: the weights and the segmenting.
+        (The batch size, device, threads and backend change only the speed, or the output within
+        ~1e-7.) `msgpp enhance` records it to recognise its own outputs when it resumes."""
+        return {
+            "weights_sha256": self.weights_sha256,
+            "sample_rate": self.sample_rate,
+            "segment": self.segment,
+            "overlap": self.overlap,
+            "full_band": self.full_band,
+        }
 
     @property
     def generator(self) -> nn.Module:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from msgpp.errors import MsgppError, first_line
+from msgpp.errors import MsgppError, error_text
 from msgpp.files import atomic_path
 
 METADATA_NAME = "msgpp.json"
@@ -73,7 +73,7 @@ def load_torchscript(
         graph = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         metadata = json.loads(extra[METADATA_NAME])
     except (RuntimeError, ValueError) as error:
-        raise MsgppError(f"{path}: not an msgpp TorchScript file ({first_line(error, 200)})") from None
+        raise MsgppError(f"{path}: not an msgpp TorchScript file ({error_text(error, 300)})") from None
     return graph.eval(), metadata
 
 

@@ -7,8 +7,15 @@ reading in blocks, and writing the result atomically.
 
 Every input is checked (readable, complete, finite, output free) before the model runs, so a
 bad file stops a run with one line and nothing written. Files are streamed block by block, so a
-long file never sits whole in memory. msgpp.enhance.enhancer runs the model between reading and
-writing; msgpp.stems writes its stems with the same functions.
+long file never sits whole in memory: one pass checks a file's completeness and finds its peaks,
+a second one enhances it. msgpp.enhance.enhancer runs the model between reading and writing;
+msgpp.stems writes its stems with the same functions.
+
+A rerun of `msgpp enhance` resumes: each output it writes gets a record beside it (the hidden
+`.<name>.msgpp.json`: the weights' sha256, the settings that shape the result, the input's and the
+output's sha256), written before the output is renamed into place. An existing output whose
+record matches this run's model, settings and input, and whose bytes are the recorded ones, is
+kept (written_with); any other existing output is refused unless --force or --skip-existing.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from msgpp.audio import FLOAT_SUBTYPES, LOSSY_SUBTYPES, SUBTYPES, channel_gains, check_audio_file
+from msgpp.audio import FLOAT_SUBTYPES, LOSSY_SUBTYPES, SUBTYPES, channel_gains, check_audio_file, check_decoded
 from msgpp.constants import AUDIO_FORMATS, CLIP_POLICIES, OUTPUT_SUBTYPES
 from msgpp.errors import AudioError, MsgppError, first_line
-from msgpp.files import atomic_path, describe_write_error, temporary_file
+from msgpp.files import atomic_path, atomic_write_text, describe_write_error, sha256_file, temporary_file
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +89,13 @@ def plan_outputs(inputs: list[Path], out: Path, file_format: str | None) -> list
 
 # -- planning and checking one file ------------------------------------------------------------------
 class FileJob:
-    """One input file checked and read once (peaks per channel), and where its output goes."""
+    """One input file checked and read once (peaks per channel), and where its output goes.
+    `record`: what `msgpp enhance` records beside the output (see resume_record), or None."""
 
     def __init__(self, input: Path, output: Path, info, gains: np.ndarray, subtype: str, file_format: str, clip: str):
         self.input, self.output, self.info, self.gains = input, output, info, gains
         self.subtype, self.format, self.clip = subtype, file_format, clip
+        self.record: dict | None = None
 
 
 def plan_file(
@@ -98,7 +107,7 @@ def plan_file(
     source, target = Path(input_path), Path(output_path)
     if clip not in CLIP_POLICIES:
         raise MsgppError(f"unknown clip policy {clip!r}; choose one of {', '.join(CLIP_POLICIES)}")
-    info = check_audio_file(source)
+    info = check_audio_file(source, decode=False)  # scan_peaks decodes it and checks the length
     file_format = AUDIO_FORMATS.get(target.suffix.lower())
     if file_format is None:
         raise MsgppError(f"{target}: unsupported output extension {target.suffix!r} (use {', '.join(AUDIO_FORMATS)})")
@@ -148,13 +157,17 @@ def output_subtype(input_subtype: str, requested: str | None, file_format: str, 
 
 # -- reading -----------------------------------------------------------------------------------------
 def scan_peaks(path: Path, info) -> np.ndarray:
-    """Each channel's absolute peak, from one streaming pass; refuses NaN/Inf."""
+    """Each channel's absolute peak, from one streaming pass that also checks that every declared
+    frame decodes (a truncated MP3 or FLAC); refuses NaN/Inf."""
     peaks = np.zeros(info.channels, np.float64)
+    frames = 0
     with sf.SoundFile(str(path)) as reader:
         for block in read_blocks(reader, path):
             if not np.isfinite(block).all():
                 raise AudioError(f"{path}: contains NaN or Inf samples")
             np.maximum(peaks, np.abs(block).max(axis=1), out=peaks)
+            frames += block.shape[1]
+    check_decoded(path, info, frames)
     return peaks
 
 
@@ -198,6 +211,8 @@ def write_blocks(job: FileJob, blocks: Iterable[np.ndarray]) -> None:
                         )
             else:
                 _write(job, blocks, final, job.subtype, job.format, limited=limited)
+            if job.record is not None:  # before the rename: a complete output always has its record
+                write_record(target, job.record, sha256_file(final))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise MsgppError(f"{target}: cannot write ({describe_write_error(error)})") from None
 
@@ -226,6 +241,49 @@ def _write(
     if clipped:
         log.warning("%s: clipped %d samples above full scale (--clip clip)", target, clipped)
     return peak
+
+
+# -- resuming `msgpp enhance` -------------------------------------------------------------------------
+RECORD_FORMAT = "msgpp-enhance-record/1"
+
+
+def record_path(output: Path) -> Path:
+    """The hidden record beside an output: `.<name>.msgpp.json`."""
+    return output.parent / f".{output.name}.msgpp.json"
+
+
+def resume_record(input_path: Path, settings: dict) -> dict:
+    """What an output's record says of the run that wrote it: `settings` (the weights' sha256 and
+    every option that shapes the result) and the input's sha256."""
+    return {"format": RECORD_FORMAT, "input_sha256": sha256_file(input_path), "settings": settings}
+
+
+def write_record(output: Path, record: dict, output_sha256: str) -> None:
+    import json
+
+    atomic_write_text(record_path(output), json.dumps({**record, "output_sha256": output_sha256}, indent=1) + "\n")
+
+
+def written_with(output: Path, input_path: Path, settings: dict) -> bool | None:
+    """Whether the existing `output` was written by `msgpp enhance` from this very input with
+    these settings and is unchanged since: True, False (its record says otherwise, or it was
+    changed), or None when it has no readable record (not written by a run that records)."""
+    import json
+
+    try:
+        recorded = json.loads(record_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("format") != RECORD_FORMAT:
+        return None
+    if recorded.get("settings") != settings:
+        return False
+    try:
+        return recorded.get("input_sha256") == sha256_file(input_path) and recorded.get("output_sha256") == sha256_file(
+            output
+        )
+    except OSError:
+        return False
 
 
 # -- progress ----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msgpp.errors import MsgppError, first_line
+from msgpp.errors import MsgppError, error_text, first_line
 from msgpp.files import atomic_write_bytes, cache_dir
 
 FORMAT = "msgpp-onnx/1"
@@ -143,7 +143,7 @@ class OnnxGenerator:
             self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's own exception types
             name = "model" if isinstance(model, bytes) else str(model)
-            raise MsgppError(f"{name}: not a loadable ONNX model ({first_line(error, 200)})") from None
+            raise MsgppError(f"{name}: not a loadable ONNX model ({error_text(error, 300)})") from None
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.metadata = json.loads(raw) if raw else {}
         if self.metadata.get("format") != FORMAT:

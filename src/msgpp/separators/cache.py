@@ -5,9 +5,14 @@ the sources (separator, weights sha256, the mixture's sha256, sample rate, msgpp
 weights id is the first 12 hex digits of the weights' sha256, so a changed weights file gets a new
 key, never a stale hit; a changed mixture (a benchmark regenerated with another seed into the same
 root) makes its track pending again, because meta.json records which mixture was separated.
-A track is complete when meta.json exists: it is written last, atomically, after every source.
-Rewriting a track (--force, or after a kill) first removes meta.json and any temporary files a
-killed writer left, so a reader never pairs a new meta.json with old sources or vice versa.
+A track is complete when meta.json exists: it is written last, atomically, after every source,
+and records each source file's size, so a file truncated or replaced afterwards makes its track
+pending again instead of "cached" forever. Rewriting a track (--force, or after a kill) first
+removes meta.json and any temporary files a killed writer left, so a reader never pairs a new
+meta.json with old sources or vice versa. A writer holds the track's lock file (`.lock` in its
+folder, see track_lock) from before it separates the track until meta.json is written, so two
+`msgpp separate` runs into one cache never write the same track at once: the second waits, then
+finds the track done and skips it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msgpp.errors import MsgppError
-from msgpp.files import atomic_write_text, remove_stale_in, sha256_file
+from msgpp.files import LOCK_NAME, FileLock, atomic_write_text, remove_stale_in, sha256_file
 
 META_NAME = "meta.json"
 MIXTURE_KEY = "mixture_sha256"  # meta.json's record of the mixture file that was separated
+SIZES_KEY = "bytes"  # meta.json's record of each source file's size: {source: bytes}
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ def write_track(folder: Path, estimates: dict, sample_rate: int, meta: dict, sub
     """Write one track's estimates ({source: (channels, samples)}) and then its meta.json.
 
     Every file is written atomically. A PCM_16 estimate that peaks over full scale is stored as
-    32-bit float instead (never clipped); meta.json records each file's subtype.
+    32-bit float instead (never clipped); meta.json records each file's subtype and size. The
+    caller holds the track's lock (track_lock) when another process may write the same cache.
     """
     import numpy as np
 
@@ -68,11 +75,28 @@ def write_track(folder: Path, estimates: dict, sample_rate: int, meta: dict, sub
             chosen = "FLOAT"
         save_audio(folder / f"{source}.wav", audio, sample_rate, subtype=chosen)
         subtypes[source] = chosen
-    for stale in folder.glob("*.wav"):
-        if stale.stem not in estimates:
-            stale.unlink()
-    write_meta(folder, {**meta, "sample_rate": int(sample_rate), "sources": sorted(estimates), "subtypes": subtypes})
+    for stale in folder.glob("*.wav"):  # a source the separator no longer makes (never a temporary)
+        if stale.stem not in estimates and not stale.name.startswith("."):
+            stale.unlink(missing_ok=True)
+    sizes = {source: (folder / f"{source}.wav").stat().st_size for source in estimates}
+    write_meta(
+        folder,
+        {
+            **meta,
+            "sample_rate": int(sample_rate),
+            "sources": sorted(estimates),
+            "subtypes": subtypes,
+            SIZES_KEY: sizes,
+        },
+    )
     return folder
+
+
+def track_lock(folder: Path) -> FileLock:
+    """The lock of one cached track (`<folder>/.lock`; the folder is made). Acquire it before
+    separating the track and release it after write_track."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / LOCK_NAME)
 
 
 def clean_partial(folder: Path) -> None:
@@ -128,12 +152,14 @@ def pending_tracks(cache_root, separator: str, weights_id_: str, tracks: list, f
     than the track's current one (all of them with `force`)."""
     if force:
         return list(tracks)
-    return [
-        track for track in tracks if not _up_to_date(track_folder(cache_root, separator, weights_id_, track), track)
-    ]
+    return [track for track in tracks if not up_to_date(track_folder(cache_root, separator, weights_id_, track), track)]
 
 
-def _up_to_date(folder: Path, track) -> bool:
+def up_to_date(folder: Path, track) -> bool:
+    """Whether the cached track in `folder` is complete and was made from the track's current
+    mixture: meta.json is readable, every source it lists is a complete audio file of the size it
+    records (caches written before sizes were recorded: of a complete header), and its mixture
+    checksum is the mixture's."""
     from msgpp.audio import check_audio_file
     from msgpp.errors import AudioError
 
@@ -142,8 +168,12 @@ def _up_to_date(folder: Path, track) -> bool:
     try:
         meta = read_meta(folder)
         recorded = meta.get(MIXTURE_KEY)
+        sizes = meta.get(SIZES_KEY) or {}
         for source in meta.get("sources") or []:  # a truncated or missing estimate: separate again
-            check_audio_file(folder / f"{source}.wav", decode=False)
+            path = folder / f"{source}.wav"
+            if source in sizes and path.stat().st_size != sizes[source]:
+                return False
+            check_audio_file(path, decode=False)
     except (OSError, ValueError, TypeError, AttributeError, AudioError):  # unreadable meta.json: separate again
         return False
     return recorded == sha256_file(track.mixture)

@@ -49,6 +49,24 @@ def register(subparsers) -> None:
     score.add_argument("--threads", type=number_type("--threads", minimum=1, integer=True))
     score.set_defaults(func=run_score)
 
+    download = subparsers.add_parser(
+        "download",
+        help="download published weights ahead of time: the MSG authors' generators (paper-bass, ...) "
+        "and the separators' released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems)",
+        description="Download published weights into their caches so that they load offline afterwards: the MSG "
+        "authors' generators from the Hugging Face hub (converted into msgpp's weights cache; HF_ENDPOINT, "
+        "HF_HUB_CACHE and HF_HUB_OFFLINE apply) and the separators' released models from their upstreams "
+        "(docs/downloads.md).",
+    )
+    download.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="paper-bass, paper-drums, paper-vocals, hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems, or all",
+    )
+    download.add_argument("--force", action="store_true", help="download (and convert) again even when cached")
+    download.set_defaults(func=run_download)
+
 
 def _register_separate(subparsers) -> None:
     separate = subparsers.add_parser(
@@ -218,6 +236,9 @@ def _devices(value: str):
 
 # -- msgpp separators list -----------------------------------------------------------------------
 def run_list(args) -> int:
+    """Each separator with the status of its weights (shipped or not), and under it each released
+    model it can load by name: downloaded, or downloadable (msgpp.separators.released)."""
+    from msgpp.separators import released
     from msgpp.separators.registry import BUILTIN, names, separator_class
     from msgpp.separators.weights import separators_dir
 
@@ -236,8 +257,19 @@ def run_list(args) -> int:
                 "sample_rate": klass.default_sample_rate,
                 "sources": list(klass.default_sources),
                 "origin": "built-in" if name in BUILTIN else "entry point",
+                "status": "shipped" if shipped.is_dir() else "no shipped weights",
                 "shipped_weights": str(shipped) if shipped.is_dir() else None,
                 "description": klass.description,
+                "released": [
+                    {
+                        "weights": weights,
+                        "status": "downloaded" if released.is_downloaded(weights) else "downloadable",
+                        "where": str(released.where(weights)),
+                        "from": released.files(weights)[0].url,
+                        "about": released.RELEASED[weights].about,
+                    }
+                    for weights in released.for_separator(name)
+                ],
             }
         )
     if args.json:
@@ -247,11 +279,34 @@ def run_list(args) -> int:
         if "error" in row:
             print(f"{row['name']:<14} unavailable: {row['error']}")
             continue
-        weights = "shipped weights" if row["shipped_weights"] else "no shipped weights"
         print(
             f"{row['name']:<14} {row['family']:<12} {row['sample_rate']:>6} Hz  {','.join(row['sources']):<24} "
-            f"{row['origin']:<12} {weights:<19} {row['description']}"
+            f"{row['origin']:<12} {row['status']:<19} {row['description']}"
         )
+        for weights in row["released"]:
+            shown = weights["where"] if weights["status"] == "downloaded" else weights["from"]
+            print(f"  weights={weights['weights']:<24} {weights['status']:<13} {weights['about']}; {shown}")
+    return 0
+
+
+# -- msgpp download ----------------------------------------------------------------------------------
+def run_download(args) -> int:
+    """`msgpp download NAME...`: the MSG authors' generators (paper-bass, ...) and the separators'
+    released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems); `all`: every one."""
+    from msgpp.enhance import published
+    from msgpp.separators import released
+
+    known = [*published.PUBLISHED, *released.RELEASED]
+    names = known if args.names == ["all"] else args.names
+    for name in names:
+        if name not in known:
+            raise MsgppError(f"unknown published name {name!r}; choose from {', '.join(known)} (or all)")
+    for name in dict.fromkeys(names):
+        if name in published.PUBLISHED:
+            print(f"{name}: {published.ensure(name, force=args.force)}")
+        else:
+            paths = released.ensure(name, force=args.force)
+            print(f"{name}: {', '.join(str(path) for path in paths)}")
     return 0
 
 

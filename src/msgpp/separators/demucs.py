@@ -8,8 +8,9 @@ packages are read with `torch.load(weights_only=True)`, allowing only the demucs
 that a package names, after the file's sha256 is checked.
 
 `weights` may be: a folder (its only bag yaml, else its only `.th`), a `.yaml` or `.th` file in
-such a folder, or, on a machine that is online, an upstream name ("hdemucs_mmi", "htdemucs", ...)
-that demucs downloads itself.
+such a folder, or a released name (`hdemucs_mmi` for hdemucs_v3, `repro_mdx_a_time_only` for
+demucs_v2: msgpp.separators.released downloads them from demucs' remote repository into
+torch.hub's folder and checks them; offline, from there).
 
 The small configurations trained here (each class's `small_architecture`) use the real classes:
 `demucs.demucs.Demucs` configured like v2 (two BiLSTM layers, no DConv branches, no group norm,
@@ -19,9 +20,9 @@ GLU, 3-tap decoder rewrite) and `demucs.hdemucs.HDemucs`.
 from __future__ import annotations
 
 import fractions
+import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 from msgpp.constants import SOURCES
-from msgpp.errors import MsgppError
+from msgpp.errors import MsgppError, error_text
 from msgpp.files import atomic_write_bytes
 from msgpp.separators.base import Separator, WeightsInfo, WeightsReaders
 from msgpp.separators.weights import fingerprint, safe_torch_load, torch_bytes, verify_files, write_checksums
@@ -85,7 +86,12 @@ class DemucsSeparator(Separator):
 
     @classmethod
     def weights_readers(cls) -> WeightsReaders:
-        return WeightsReaders(local_weights_info, upstream_weights_info, load_local, load_upstream)
+        return WeightsReaders(
+            local_weights_info,
+            functools.partial(upstream_weights_info, separator=cls.name),
+            load_local,
+            functools.partial(load_upstream, separator=cls.name),
+        )
 
     # -- inference ----------------------------------------------------------------------------
     def forward_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -241,9 +247,7 @@ def load_local(path: Path):
         def get_model(self, sig):
             if sig not in self._models:
                 raise ModelLoadingError(f"no model with signature {sig} in {self.root}")
-            file = Path(self._models[sig])
-            package = safe_torch_load(file, allowed=[*model_classes().values(), fractions.Fraction])
-            return _model_from_package(package, file)
+            return _read_package(Path(self._models[sig]))
 
     try:
         model_repo = SafeLocalRepo(folder)
@@ -255,24 +259,64 @@ def load_local(path: Path):
     return model.eval(), info
 
 
-def upstream_weights_info(name: str) -> WeightsInfo:
-    # Published files are immutable and named by their hash: the name is a stable key.
-    return WeightsInfo(location=name, sha256=hashlib.sha256(f"demucs-upstream:{name}".encode()).hexdigest())
+def upstream_weights_info(name: str, separator: str) -> WeightsInfo:
+    """A released model's fingerprint (its files' sha256 and its bag), downloading it when missing."""
+    return _upstream_files(name, separator)[1]
 
 
-def load_upstream(name: str):
-    """Download a published demucs model through the demucs package (needs the network)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("MSGPP_OFFLINE") == "1":
-        raise MsgppError(f"demucs weights {name!r}: not a local path, and downloads are off (offline)")
-    from demucs.pretrained import get_model
+def _upstream_files(name: str, separator: str) -> tuple[dict[str, Path], WeightsInfo]:
+    from msgpp.separators import released
+
+    released.entry(name, separator)
+    paths = released.ensure(name, check_present=False)
+    try:
+        hashes = verify_files(paths)
+    except MsgppError as error:
+        raise MsgppError(f"{error} (run `msgpp download {name} --force`)") from None
+    bag_file, signatures = released.demucs_bag(name)
+    by_signature = {path.name.split("-", 1)[0]: path for path in paths}
+    info = WeightsInfo(
+        location=name,
+        sha256=fingerprint(hashes, extra=f"demucs bag {name}: {bag_file.read_text()}"),
+        files=tuple(sorted(hashes)),
+    )
+    return {sig: by_signature[sig] for sig in signatures}, info
+
+
+def load_upstream(name: str, separator: str):
+    """A released demucs model (`released.RELEASED`), downloaded into torch.hub's folder when
+    missing, built with demucs' own bag repository from its remote/<name>.yaml, each package read
+    with weights_only=True after its sha256 prefix is checked."""
+    from demucs.pretrained import REMOTE_ROOT
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, ModelLoadingError, ModelOnlyRepo
+
+    files, info = _upstream_files(name, separator)
+
+    class SafeRemoteRepo(ModelOnlyRepo):
+        """demucs' RemoteRepo, on the files msgpp downloaded and checked."""
+
+        def has_model(self, sig):
+            return sig in files
+
+        def get_model(self, sig):
+            if sig not in files:
+                raise ModelLoadingError(f"no released model with signature {sig}")
+            return _read_package(files[sig])
+
+        def list_model(self):
+            return dict(files)
 
     try:
-        model = get_model(name)
-    except Exception as error:  # network errors come in many types
-        raise MsgppError(
-            f"demucs weights {name!r}: not a local path, and the download failed ({str(error).splitlines()[0][:160]})"
-        ) from None
-    return model, upstream_weights_info(name)
+        model_repo = SafeRemoteRepo()
+        model = AnyModelRepo(model_repo, BagOnlyRepo(REMOTE_ROOT, model_repo)).get_model(name)
+    except ModelLoadingError as error:
+        raise MsgppError(f"demucs weights {name!r}: {error}") from None
+    return model.eval(), info
+
+
+def _read_package(file: Path):
+    package = safe_torch_load(file, allowed=[*model_classes().values(), fractions.Fraction])
+    return _model_from_package(package, file)
 
 
 def _model_from_package(package, file: Path):
@@ -283,7 +327,7 @@ def _model_from_package(package, file: Path):
     try:
         return load_model(package)
     except Exception as error:  # a state dict that does not fit the architecture, etc.
-        raise MsgppError(f"{file}: cannot build the demucs model ({str(error).splitlines()[0][:200]})") from None
+        raise MsgppError(f"{file}: cannot build the demucs model ({error_text(error)})") from None
 
 
 def _default_name(folder: Path) -> str:

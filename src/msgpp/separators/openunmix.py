@@ -16,15 +16,14 @@ module that raises on any use, then removes the stand-in again. The loader below
 `load_target_models` does (same files, same constructor arguments, `max_bin` from the state's
 `input_mean`), but reads each `.pth` with `weights_only=True` after checking its sha256.
 
-Published models (umxhq, umxl) are downloaded by openunmix through torch.hub when online: pass
-their name as `weights`; nothing here depends on it.
+The released umxhq model: pass `weights="umxhq"`; msgpp.separators.released downloads openunmix's
+own files into torch.hub's folder (where `openunmix.umxhq()` looks for them too) and checks them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import types
 from pathlib import Path
@@ -229,7 +228,25 @@ def local_weights_info(folder: Path) -> WeightsInfo:
 
 
 def upstream_weights_info(name: str) -> WeightsInfo:
-    return WeightsInfo(location=name, sha256=hashlib.sha256(f"openunmix-upstream:{name}".encode()).hexdigest())
+    """A released model's fingerprint (its files' sha256), downloading it when missing."""
+    return _upstream_files(name)[1]
+
+
+def _upstream_files(name: str) -> tuple[dict[str, Path], WeightsInfo]:
+    from msgpp.separators import released
+
+    released.entry(name, OpenUnmixSeparator.name)
+    paths = released.ensure(name, check_present=False)
+    try:
+        hashes = verify_files(paths)
+    except MsgppError as error:
+        raise MsgppError(f"{error} (run `msgpp download {name} --force`)") from None
+    by_name = {path.name: path for path in paths}
+    targets = {target: by_name[url.rsplit("/", 1)[-1]] for target, url in released.OPENUNMIX_URLS[name].items()}
+    info = WeightsInfo(
+        location=name, sha256=fingerprint(hashes, extra=f"openunmix {name}"), files=tuple(sorted(hashes))
+    )
+    return targets, info
 
 
 def load_local(folder: Path):
@@ -281,19 +298,24 @@ def load_local(folder: Path):
 
 
 def load_upstream(name: str):
-    """A published open-unmix model ("umxhq", "umxl", ...) through openunmix's torch.hub loaders."""
-    if os.environ.get("MSGPP_OFFLINE") == "1":
-        raise MsgppError(f"open-unmix weights {name!r}: not a local folder, and downloads are off (offline)")
+    """A released open-unmix model (`released.RELEASED`: umxhq): downloaded into torch.hub's folder
+    under openunmix's own file names when missing; the architecture is openunmix's own loader's
+    (`openunmix.<name>(pretrained=False)`), each target's file read with weights_only=True after
+    its sha256 prefix is checked, then loaded as openunmix does (strict=False)."""
+    targets, info = _upstream_files(name)
     openunmix_model()
     import openunmix
 
-    loader = getattr(openunmix, name, None)
-    if loader is None or name.endswith("_spec"):
-        raise MsgppError(f"open-unmix weights {name!r}: not a local folder, nor a published open-unmix model")
-    try:
-        separator = loader(targets=list(SOURCES), niter=OpenUnmixSeparator.niter, device="cpu", pretrained=True)
-    except Exception as error:  # network errors come in many types
-        raise MsgppError(f"open-unmix weights {name!r}: download failed ({str(error).splitlines()[0][:160]})") from None
+    separator = getattr(openunmix, name)(
+        targets=list(SOURCES), niter=OpenUnmixSeparator.niter, device="cpu", pretrained=False
+    )
+    for target, target_model in separator.target_models.items():
+        result = target_model.load_state_dict(safe_torch_load(targets[target]), strict=False)
+        if result.missing_keys:
+            raise MsgppError(
+                f"{targets[target]}: state dict lacks {', '.join(result.missing_keys[:3])} "
+                f"(not an open-unmix {target} model); run `msgpp download {name} --force`"
+            )
     first = next(iter(separator.target_models.values()))
     config = {
         "targets": list(separator.target_models),
@@ -302,7 +324,7 @@ def load_upstream(name: str):
         "hidden_size": first.hidden_size,
         "niter": OpenUnmixSeparator.niter,
     }
-    return separator.eval(), upstream_weights_info(name), config
+    return separator.eval(), info, config
 
 
 def _read_json(path: Path) -> dict:

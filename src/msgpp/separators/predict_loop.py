@@ -3,7 +3,10 @@
 One prediction step separates one track; a BasePredictionWriter writes its estimates to the
 cache as soon as the step ends, so a killed run loses at most the track in flight (and leaves no
 half-written file: every write is atomic and meta.json comes last). Tracks already complete in the
-cache are not even handed to the loop, so a rerun skips them. The same code spreads the tracks
+cache are not even handed to the loop, so a rerun skips them. Each track is locked from before it
+is separated until its meta.json is written (cache.track_lock): a second `msgpp separate` into
+the same cache waits for the track the first one is writing, then finds it done and skips it, so
+two runs neither interleave their files nor separate a track twice. The same code spreads the tracks
 over several GPUs with DDP (Lightning gives each rank its own tracks when predicting); on CPU it
 runs one process with all the cores torch is given.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -50,13 +54,17 @@ def _single(items: list[dict]) -> dict:
 
 
 class SeparationTask(LightningModule):
-    """Wraps a Separator so Lightning can place it on a device and run predict steps."""
+    """Wraps a Separator so Lightning can place it on a device and run predict steps. `claim(index)`
+    (EstimateWriter.claim) locks a track before it is separated; False skips it."""
 
-    def __init__(self, separator: Separator):
+    def __init__(self, separator: Separator, claim=None):
         super().__init__()
         self.separator = separator
+        self.claim = claim
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.claim is not None and not self.claim(batch["index"]):
+            return {"index": batch["index"], "skipped": True}
         estimates = self.separator.separate(batch["mixture"], batch["sample_rate"])
         return {"index": batch["index"], "sample_rate": batch["sample_rate"], "estimates": estimates}
 
@@ -64,15 +72,59 @@ class SeparationTask(LightningModule):
 class EstimateWriter(BasePredictionWriter):
     """Writes each track's estimates to <cache>/<separator>/<weights id>/<subset>/<track>/."""
 
-    def __init__(self, cache_root: Path, separator: Separator, tracks: list[TrackRef], subtype: str):
+    def __init__(
+        self, cache_root: Path, separator: Separator, tracks: list[TrackRef], subtype: str, force: bool = False
+    ):
         super().__init__(write_interval="batch")
         self.cache_root, self.separator, self.tracks, self.subtype = cache_root, separator, tracks, subtype
+        self.force = force
+        self.locks: dict[int, object] = {}  # track index → its held FileLock, until written
+        self.done_elsewhere = 0  # tracks another run wrote while this one waited or worked
+        self.waited = False
+
+    def folder(self, index: int) -> Path:
+        return cache.track_folder(self.cache_root, self.separator.name, self.separator.weights_id, self.tracks[index])
+
+    def claim(self, index: int) -> bool:
+        """Lock a track before it is separated (waiting while another run writes it); False when
+        it turns out complete by then (another run wrote it), so it is skipped."""
+        folder = self.folder(index)
+        try:
+            lock = cache.track_lock(folder)
+        except OSError as error:
+            raise MsgppError(f"{folder}: cannot write estimates ({error.strerror or error})") from None
+        if not lock.acquire(wait=False):
+            if not self.waited:
+                print(f"{folder}: another `msgpp separate` is writing this track; waiting for it", file=sys.stderr)
+                self.waited = True
+            lock.acquire()
+        if not self.force and cache.up_to_date(folder, self.tracks[index]):
+            lock.release()
+            self.done_elsewhere += 1
+            return False
+        self.locks[index] = lock
+        return True
+
+    def release_all(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        if prediction.get("skipped"):
+            return
+        try:
+            self._write(prediction)
+        finally:
+            lock = self.locks.pop(prediction["index"], None)
+            if lock is not None:
+                lock.release()
+
+    def _write(self, prediction: dict) -> None:
         import msgpp
 
         track = self.tracks[prediction["index"]]
-        folder = cache.track_folder(self.cache_root, self.separator.name, self.separator.weights_id, track)
+        folder = self.folder(prediction["index"])
         meta = {
             "separator": self.separator.name,
             "family": self.separator.family,
@@ -142,7 +194,8 @@ def separate_tracks(
         num_workers=workers,
         collate_fn=_single,
     )
-    callbacks = [EstimateWriter(cache_root, separator, todo, subtype)]
+    writer = EstimateWriter(cache_root, separator, todo, subtype, force)
+    callbacks = [writer]
     if progress:
         callbacks.append(TrackProgressBar(f"{separator.name}"))
     with quiet_lightning():  # one track per batch and no workers are by design; tips are noise
@@ -157,12 +210,16 @@ def separate_tracks(
             default_root_dir=str(cache_root),
         )
         try:
-            trainer.predict(SeparationTask(separator), dataloaders=loader, return_predictions=False)
+            trainer.predict(SeparationTask(separator, writer.claim), dataloaders=loader, return_predictions=False)
         except SystemExit:
             # Lightning turns Ctrl-C into a silent exit(1); the command reports it as an interruption.
             if trainer.interrupted:
                 raise KeyboardInterrupt from None
             raise
+        finally:
+            writer.release_all()  # a track whose separation failed: its lock goes with this run
+    summary["separated"] -= writer.done_elsewhere
+    summary["skipped"] += writer.done_elsewhere
     summary["rank"] = trainer.global_rank  # under DDP every process returns here; rank 0 reports
     return summary
 

