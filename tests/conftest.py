@@ -19,6 +19,11 @@ def pytest_collection_modifyitems(config, items):
                 raise pytest.UsageError(f"{item.nodeid}: mark it reliability(CLASS), CLASS one of {', '.join(CLASSES)}")
 
 
+# MSGPP_CACHE_DIR as the test session found it: msgpp's own cache, where `make install` puts the
+# released weights (read before private_cache_dir replaces it).
+OUTSIDE_CACHE_DIR = os.environ.get("MSGPP_CACHE_DIR")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
     """ONNX graphs the Enhancer exports go to a folder of this test session, not ~/.cache/msgpp."""
@@ -29,6 +34,19 @@ def private_cache_dir(tmp_path_factory):
         os.environ.pop("MSGPP_CACHE_DIR", None)
     else:
         os.environ["MSGPP_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def user_cache_dir(monkeypatch) -> Path:
+    """msgpp's cache as it is outside the tests, for a slow test that uses what `make install`
+    fetched there (the released Spleeter 2stems weights) instead of the session's private one."""
+    from msgpp.files import cache_dir
+
+    if OUTSIDE_CACHE_DIR is None:
+        monkeypatch.delenv("MSGPP_CACHE_DIR")
+    else:
+        monkeypatch.setenv("MSGPP_CACHE_DIR", OUTSIDE_CACHE_DIR)
+    return cache_dir()
 
 
 @pytest.fixture(scope="session")

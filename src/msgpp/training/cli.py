@@ -40,13 +40,27 @@ LOGGER_BACKENDS = ("auto", "wandb", "tensorboard", "csv", "none")
 
 
 def build_cli(cli_args: list[str]):
-    """The LightningCLI for `msgpp train`, parsed and instantiated (not run); None after --help."""
+    """The LightningCLI for `msgpp train`, parsed and instantiated (not run); None after --help.
+    A usage mistake is one line (jsonargparse's own error, without its 70-line usage block)."""
+    import contextlib
+    import io
+    import sys
+
+    captured = io.StringIO()  # jsonargparse writes its usage block and error to stderr, then exits
     try:
-        return MSGTrainCLI(args=list(cli_args))
+        with contextlib.redirect_stderr(captured):
+            cli = MSGTrainCLI(args=list(cli_args))
     except SystemExit as exit_:
         if exit_.code in (0, None):
+            sys.stderr.write(captured.getvalue())
             return None
-        raise MsgppError("train: invalid arguments (see the message above, or `msgpp train --help`)") from None
+        lines = captured.getvalue().splitlines()
+        starts = [number for number, line in enumerate(lines) if line.strip().startswith("error:")]
+        # the error line and its indented continuation lines, as one line
+        reason = " ".join(" ".join(lines[starts[-1] :]).split()[1:])[:400] if starts else "invalid arguments"
+        raise MsgppError(f"train: {reason} (see `msgpp train --help`)") from None
+    sys.stderr.write(captured.getvalue())
+    return cli
 
 
 def best_precision() -> str:
