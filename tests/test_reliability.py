@@ -916,3 +916,25 @@ def test_train_usage_mistakes_are_one_line(argv, capsys, monkeypatch):
     assert main(["train", *argv]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("composing the shipped")]
     assert len(err) == 1 and err[0].startswith("msgpp: error: train: "), err
+
+
+@INTERRUPTIONS
+def test_ctrl_c_during_a_lazy_extension_import_arrives_after_it():
+    """Ctrl-C while soxr's extension initialised crashed the interpreter (SIGSEGV, not 130):
+    interrupts_deferred holds it back and raises it right after the block."""
+    import os
+    import signal
+
+    from msgpp.errors import interrupts_deferred
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecodes at which a KeyboardInterrupt would otherwise be raised
+                pass
+            reached_the_end = True
+    assert reached_the_end and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_deferred():  # nothing pressed: nothing raised
+        pass

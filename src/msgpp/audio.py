@@ -153,7 +153,10 @@ def resample(audio, orig_sr: int, target_sr: int):
 
         divisor = gcd(orig_sr, target_sr)
         return julius.resample_frac(audio, orig_sr // divisor, target_sr // divisor)
-    import soxr
+    from msgpp.errors import interrupts_deferred
+
+    with interrupts_deferred():  # imported mid-run: see interrupts_deferred
+        import soxr
 
     array = np.asarray(audio, dtype=np.float32)
     if array.ndim == 1:

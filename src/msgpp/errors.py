@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line, with no traceback."""
 
+import contextlib
+
 
 class MsgppError(Exception):
     """A user-facing error: bad input, missing file, wrong name. The message says what and where."""
@@ -146,3 +148,29 @@ def number_type(name: str, **bounds):
 
     parse.__name__ = "integer" if integer else "number"
     return parse
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) in this block; a press arrives as KeyboardInterrupt right after it.
+
+    For lazy imports of compiled extensions mid-run: a KeyboardInterrupt raised while an
+    extension module initialises can crash the interpreter (seen with soxr: SIGSEGV or abort
+    instead of "interrupted", exit 130). Python runs signal handlers in the main thread only, so
+    elsewhere (or under a handler that is not Python's default) the block runs as is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pressed = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt

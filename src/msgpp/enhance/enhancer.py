@@ -332,7 +332,10 @@ class _RateBridge:
     """
 
     def __init__(self, rate: int, model_rate: int, channels: int, full_band: bool):
-        import soxr
+        from msgpp.errors import interrupts_deferred
+
+        with interrupts_deferred():  # imported mid-run: see interrupts_deferred
+            import soxr
 
         self.active = int(rate) != int(model_rate)
         self.full_band = full_band and self.active
