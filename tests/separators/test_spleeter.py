@@ -1,7 +1,8 @@
 """Spleeter: model folders, the worker protocol, and the real spleeter package behind the interface.
 
-The tests marked `spleeter_env` run the real spleeter 2.4.2 / TensorFlow in the environment that
-`make install` builds (separators/spleeter/.venv); without it they fail, saying how to build it.
+The tests that use the `separator` fixture run the real spleeter 2.4.2 / TensorFlow in the
+environment that `make install` builds (separators/spleeter/.venv); without it they fail, saying
+how to build it.
 """
 
 from __future__ import annotations

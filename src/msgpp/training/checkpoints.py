@@ -336,3 +336,33 @@ def choose_checkpoint(
         log.info("no checkpoint passes the do-no-harm check; choosing by score alone")
     best = max(harmless or scored, key=lambda c: (c.record["score"], c.batches))
     return best.path, best.record
+
+
+def try_average(where, chosen: Path, record: dict | None, count: int, root: str | None, cache: str | None):
+    """(members, weights, record) of the mean of `chosen` and the checkpoints before it when that
+    mean validates better than `chosen` alone: a higher score and no more do-no-harm findings;
+    otherwise (None, None, chosen's record). Both are measured on the run's validation songs."""
+    from msgpp.training import selection
+
+    members = average_before(where, chosen, count)
+    if len(members) < 2:
+        log.info("--average: no checkpoint before %s; exporting it alone", chosen.name)
+        return None, None, record
+    songs = ValidationSongs(chosen, root, cache)
+    if record is None:
+        record = songs.record(generator_state(load_checkpoint(chosen)), members[-1].batches)
+    state_dict = average_generators([member.path for member in members])
+    mean_record = songs.record(state_dict, members[-1].batches)
+    harm, mean_harm = len(selection.do_no_harm(record["rows"])), len(selection.do_no_harm(mean_record["rows"]))
+    log.info(
+        "--average: %s alone %+.4f (%d do-no-harm findings); the mean of batches %s %+.4f (%d)",
+        chosen.name,
+        record["score"],
+        harm,
+        ", ".join(str(m.batches) for m in members),
+        mean_record["score"],
+        mean_harm,
+    )
+    if mean_record["score"] > record["score"] and mean_harm <= harm:
+        return [member.path for member in members], state_dict, mean_record
+    return None, None, record

@@ -114,7 +114,7 @@ def run_export(args) -> int:
     from msgpp.enhance.weights_file import check_file_stem
     from msgpp.errors import MsgppError
     from msgpp.training import selection
-    from msgpp.training.checkpoints import choose_checkpoint, export_checkpoint
+    from msgpp.training.checkpoints import choose_checkpoint, export_checkpoint, try_average
 
     if args.name is not None:  # before any checkpoint is read: --name is a plain file name
         check_file_stem(args.name)
@@ -157,40 +157,3 @@ def run_export(args) -> int:
         print("\n".join(f"{banner} {line}" for line in lines), file=sys.stderr)
     print(path)
     return 0
-
-
-def try_average(where, chosen: Path, record: dict | None, count: int, root: str | None, cache: str | None):
-    """(members, weights, record) of the mean of `chosen` and the checkpoints before it when that
-    mean validates better than `chosen` alone: a higher score and no more do-no-harm findings;
-    otherwise (None, None, chosen's record). Both are measured on the run's validation songs."""
-    from msgpp.training import selection
-    from msgpp.training.checkpoints import (
-        ValidationSongs,
-        average_before,
-        average_generators,
-        generator_state,
-        load_checkpoint,
-    )
-
-    members = average_before(where, chosen, count)
-    if len(members) < 2:
-        log.info("--average: no checkpoint before %s; exporting it alone", chosen.name)
-        return None, None, record
-    songs = ValidationSongs(chosen, root, cache)
-    if record is None:
-        record = songs.record(generator_state(load_checkpoint(chosen)), members[-1].batches)
-    state_dict = average_generators([member.path for member in members])
-    mean_record = songs.record(state_dict, members[-1].batches)
-    harm, mean_harm = len(selection.do_no_harm(record["rows"])), len(selection.do_no_harm(mean_record["rows"]))
-    log.info(
-        "--average: %s alone %+.4f (%d do-no-harm findings); the mean of batches %s %+.4f (%d)",
-        chosen.name,
-        record["score"],
-        harm,
-        ", ".join(str(m.batches) for m in members),
-        mean_record["score"],
-        mean_harm,
-    )
-    if mean_record["score"] > record["score"] and mean_harm <= harm:
-        return [member.path for member in members], state_dict, mean_record
-    return None, None, record
