@@ -23,8 +23,8 @@ import torch
 from msgpp.cli import main
 from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import InvalidValue, MsgppError
-from msgpp.models.generator import build_generator
 from tests.helpers import REPO
+from tests.helpers.enhance import tiny_weights
 from tests.helpers.reliability import (
     BAD_AUDIO,
     BAD_LAYOUTS,
@@ -37,7 +37,6 @@ from tests.helpers.reliability import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
 SOURCES = ("drums", "bass", "other", "vocals")
 
 
@@ -77,16 +76,7 @@ def dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    generator = build_generator(TINY)
-    return save_inference_file(
-        tmp_path_factory.mktemp("weights"),
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    return tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

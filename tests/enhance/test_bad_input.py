@@ -11,11 +11,9 @@ import soundfile as sf
 import torch
 
 from msgpp.cli import main
-from msgpp.enhance.weights_file import save_inference_file
-from msgpp.models.generator import build_generator
+from tests.helpers.enhance import tiny_weights
 from tests.helpers.reliability import BAD_AUDIO, BAD_OPTIONS
 
-TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
 OK, ERROR = "ok", "error"
 
 
@@ -66,17 +64,8 @@ def _write_corpus(folder: Path) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    torch.manual_seed(0)
-    generator = build_generator(TINY)
     root = tmp_path_factory.mktemp("bad-input")
-    weights = save_inference_file(
-        root / "weights",
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    weights = tiny_weights(root / "weights")
     folder = root / "corpus"
     folder.mkdir()
     return weights, folder, _write_corpus(folder)

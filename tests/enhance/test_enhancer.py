@@ -11,12 +11,9 @@ import torch
 import msgpp
 from msgpp.cli import main
 from msgpp.enhance.enhancer import Enhancer
-from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import MsgppError
-from msgpp.models.generator import build_generator
 from tests.helpers import REPO
-
-TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
+from tests.helpers.enhance import tiny_weights
 
 
 class Identity(torch.nn.Module):
@@ -33,17 +30,7 @@ class SoftLimit(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    generator = build_generator(TINY)
-    folder = tmp_path_factory.mktemp("weights")
-    return save_inference_file(
-        folder,
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    return tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 def noise(shape, seed=0, scale=0.3):

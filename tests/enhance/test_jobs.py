@@ -9,31 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from msgpp.cli import main
 from msgpp.enhance.jobs import record_path
-from msgpp.enhance.weights_file import save_inference_file
-from msgpp.models.generator import build_generator
+from tests.helpers.enhance import tiny_weights
 from tests.helpers.reliability import BAD_AUDIO, BAD_OPTIONS, FILESYSTEM, INTERRUPTIONS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
-
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    generator = build_generator(TINY)
-    return save_inference_file(
-        tmp_path_factory.mktemp("weights"),
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    return tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture()
@@ -99,16 +86,7 @@ def test_an_output_written_otherwise_is_refused(change, inputs, weights, tmp_pat
     if change == "other settings":
         extra = ["--subtype", "FLOAT"]
     elif change == "other model":
-        torch.manual_seed(1)
-        generator = build_generator(TINY)
-        weights = save_inference_file(
-            tmp_path / "other",
-            "msg-bass",
-            source="bass",
-            sample_rate=16000,
-            generator_config=generator.config,
-            state_dict=generator.state_dict(),
-        )
+        weights = tiny_weights(tmp_path / "other", seed=1)
     elif change == "changed input":
         sf.write(inputs / "a.wav", np.zeros((4000, 2), np.float32), 16000, subtype="PCM_16")
     else:

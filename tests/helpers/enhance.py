@@ -1,0 +1,25 @@
+"""Enhancer test helpers: a tiny generator saved in msgpp's inference format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from msgpp.enhance.weights_file import save_inference_file
+from msgpp.models.generator import build_generator
+from tests.helpers.training import TINY_GENERATOR
+
+
+def tiny_weights(folder: Path, seed: int = 0) -> Path:
+    """A tiny bass generator (16 kHz, initialised from `seed`) written as msg-bass-<sha8>.pt."""
+    torch.manual_seed(seed)
+    generator = build_generator(TINY_GENERATOR)
+    return save_inference_file(
+        folder,
+        "msg-bass",
+        source="bass",
+        sample_rate=16000,
+        generator_config=generator.config,
+        state_dict=generator.state_dict(),
+    )
