@@ -198,16 +198,12 @@ def check_composition(files: list[Path]) -> None:
     spelled before) would train on defaults: refuse that in one line, with the full spelling."""
     given = [path.resolve() for path in files]
     for number, path in enumerate(given):
-        before = given[:number]
-        if (path.parent.parent / "base.yaml").is_file() and path.parent.with_suffix(".yaml").is_file():
-            needed = [path.parent.parent / "base.yaml", path.parent.with_suffix(".yaml")]  # a source's file
-            # the base, then a preset: the shipped one or a variant of it (scripts/ablation.sh)
-            complete = needed[0] in before and any(file != needed[0] for file in before)
-        elif (path.parent / "base.yaml").is_file() and path.with_suffix("").is_dir():
-            needed = [path.parent / "base.yaml"]  # a preset
-            complete = needed[0] in before
-        else:
+        needed, before = _bases(path), given[:number]
+        if not needed:
             continue
+        # the base first; a source's file also needs a preset after it: the shipped one or a
+        # variant of it (scripts/ablation.sh)
+        complete = needed[0] in before and (len(needed) == 1 or any(file != needed[0] for file in before))
         if not complete:
             spelling = " ".join(f"--config {_shown(file)}" for file in [*needed, path])
             raise MsgppError(
