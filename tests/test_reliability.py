@@ -900,12 +900,10 @@ def test_train_ckpt_path_that_is_not_a_checkpoint(kind, tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["--nonsense"], ["--config", "configs/small/bass.yaml", "--trainer.max_steps", "x"]])
 def test_train_usage_mistakes_are_one_line(argv, capsys, monkeypatch):
     """jsonargparse prints a 70-line usage block before its error; `msgpp train` prints one line."""
-    from msgpp.cli import main
-
     monkeypatch.chdir(REPO)
-    assert main(["train", *argv]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("composing the shipped")]
-    assert len(err) == 1 and err[0].startswith("msgpp: error: train: "), err
+    code, err = run_cli(["train", *argv], capsys)
+    lines = [line for line in err.splitlines() if not line.startswith("composing the shipped")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("msgpp: error: train: "), err
 
 
 @INTERRUPTIONS
