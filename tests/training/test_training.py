@@ -234,6 +234,39 @@ def test_resume_takes_the_configured_learning_rate(fake_cache, tmp_path):
     assert len(rates.seen) == 2 and all(lrs == [2.5e-4, 2.5e-4] for lrs in rates.seen)
 
 
+def test_cosine_schedule_follows_the_batch_count_and_survives_a_resume(fake_cache, tmp_path):
+    import lightning as L
+
+    root, cache = fake_cache
+    lr, total = 1e-3, 6
+
+    class RecordRates(L.Callback):
+        def __init__(self, stop_after: int | None = None):
+            self.rates, self.stop_after = [], stop_after
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+            if module.batches_done == self.stop_after:
+                trainer.should_stop = True  # a kill after this batch's checkpoint
+
+    expected = [lr * 0.5 * (1 + math.cos(math.pi * batch / total)) for batch in range(total)]
+    whole = RecordRates()
+    tiny_trainer(tmp_path / "whole", total, callbacks=[whole]).fit(
+        tiny_module(lr=lr, lr_schedule="cosine"), tiny_datamodule(root, cache)
+    )
+    assert whole.rates == pytest.approx(expected)
+    first, second = RecordRates(stop_after=3), RecordRates()
+    killed = tiny_trainer(tmp_path / "a", total, callbacks=[first])
+    killed.fit(tiny_module(lr=lr, lr_schedule="cosine"), tiny_datamodule(root, cache))
+    killed.save_checkpoint(tmp_path / "a.ckpt")
+    tiny_trainer(tmp_path / "b", total, callbacks=[second]).fit(
+        tiny_module(lr=lr, lr_schedule="cosine"), tiny_datamodule(root, cache), ckpt_path=str(tmp_path / "a.ckpt")
+    )
+    assert first.rates + second.rates == pytest.approx(expected)
+    with pytest.raises(MsgppError, match="model.lr_schedule must be one of constant, cosine"):
+        tiny_module(lr_schedule="step")
+
+
 def test_validation_logs_per_separator_metrics_and_csv_media(fake_cache, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -293,6 +326,29 @@ def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_pat
     with pytest.raises(MsgppError, match="not a checkpoint written by `msgpp train`"):
         torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "out")
+
+
+def test_init_generator_starts_from_an_exported_file_and_refuses_another_architecture(tmp_path):
+    from msgpp.enhance.weights_file import save_inference_file
+    from msgpp.models.generator import build_generator
+
+    torch.manual_seed(7)
+    donor = build_generator(TINY_GENERATOR, sample_rate=8000)
+    path = save_inference_file(
+        tmp_path,
+        "msg-vocals",
+        source="vocals",
+        sample_rate=8000,
+        generator_config=donor.config,
+        state_dict=donor.state_dict(),
+    )
+    fresh, started = tiny_module(), tiny_module(init_generator=str(path))
+    audio = torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        assert torch.equal(started.generator.eval()(audio), donor.eval()(audio))
+        assert not torch.allclose(fresh.generator.eval()(audio), donor(audio))
+    with pytest.raises(MsgppError, match=r"init_generator .*differs from model.generator \(channels: file 4, run 8"):
+        tiny_module(generator=dict(TINY_GENERATOR, channels=8), init_generator=str(path))
 
 
 # -- the command line (subprocesses: LightningCLI, W&B offline, DDP) -----------------------------

@@ -90,6 +90,8 @@ def export_checkpoint(
         "balance_frozen": bool(facts.get("balance_frozen", False)),
         "discriminator_config": facts.get("discriminator_config", {}),
         "lr": hyper.get("lr"),
+        "lr_schedule": hyper.get("lr_schedule", "constant"),
+        "init_generator": Path(hyper["init_generator"]).name if hyper.get("init_generator") else None,
         "separators": list(data.get("separators", [])),
         "held_out": list(data.get("held_out", [])),
         "data_seed": data.get("seed"),

@@ -20,6 +20,7 @@ has unscaled the gradients, so the norms are true norms under "16-mixed" too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from msgpp.models.discriminators import build_discriminators
 from msgpp.models.generator import build_generator
 
 GENERATOR_TERMS = ("adversarial", "feature_matching", "reconstruction")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class AutoClip(nn.Module):
@@ -72,6 +74,23 @@ class AutoClip(nn.Module):
         return float(norm), limit
 
 
+def load_generator_weights(generator: nn.Module, path: str) -> None:
+    """Start `generator` from an enhancer weights file; a mismatched architecture is one line."""
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.errors import MsgppError
+
+    package = load_inference_file(path)
+    if package["generator_config"] != generator.config:
+        differences = {
+            key: (package["generator_config"].get(key), value)
+            for key, value in generator.config.items()
+            if package["generator_config"].get(key) != value
+        }
+        shown = ", ".join(f"{key}: file {a!r}, run {b!r}" for key, (a, b) in sorted(differences.items()))
+        raise MsgppError(f"model.init_generator {path}: its generator differs from model.generator ({shown})")
+    generator.load_state_dict(package["state_dict"])
+
+
 class MSGModule(L.LightningModule):
     """Trains an MSG generator for one source.
 
@@ -89,6 +108,13 @@ class MSGModule(L.LightningModule):
         g_clip_norm: a fixed max norm for G instead of AutoClip (used when set).
         val_songs: at each validation, how many validation songs are measured whole for model
             selection (msgpp.training.selection); None = all of them.
+        init_generator: an enhancer weights file (`msgpp export`'s output, e.g. a shipped
+            msg-bass-….pt) whose generator weights the run starts from (fine-tuning); its
+            generator configuration must match `generator`. The discriminators start fresh.
+            A run resumed with `--ckpt_path` takes the checkpoint's weights instead.
+        lr_schedule: "constant" (the paper's) or "cosine" (beyond the paper): both learning rates
+            follow lr · ½(1 + cos(π · batches / total batches)), reaching 0 at `trainer.max_steps`.
+            Set from the batch count at every batch, so a resumed run continues the curve.
     """
 
     def __init__(
@@ -106,12 +132,16 @@ class MSGModule(L.LightningModule):
         g_clip_history: int = 1000,
         g_clip_norm: float | None = None,
         val_songs: int | None = None,
+        init_generator: str | None = None,
+        lr_schedule: str = "constant",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.source = source
         self.generator = build_generator(generator, sample_rate=sample_rate)
+        if init_generator:
+            load_generator_weights(self.generator, init_generator)
         self.discriminators = build_discriminators(discriminators)
         self.reconstruction = MultiResolutionSTFTLoss(**(stft_loss or {}))
         self.balancer = LossBalancer(GENERATOR_TERMS, warmup_steps=balance_steps, decay=balance_decay)
@@ -126,6 +156,10 @@ class MSGModule(L.LightningModule):
 
             raise MsgppError(f"model.val_songs must be a positive number of songs or null (all), got {val_songs}")
         self.val_songs = val_songs
+        if lr_schedule not in LR_SCHEDULES:
+            from msgpp.errors import MsgppError
+
+            raise MsgppError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
         self.validations: list[dict] = []  # whole-song validation records, oldest first (checkpointed)
         self._raw_measures: dict = {}  # the raw estimates' measures do not change between validations
 
@@ -140,9 +174,23 @@ class MSGModule(L.LightningModule):
     def on_train_start(self) -> None:
         # A resumed run restores each optimizer's state, learning rate included; the configured
         # model.lr wins, so a run can be continued at a lower rate (`--ckpt_path` + `--model.lr`).
+        self._set_learning_rate()
+
+    def learning_rate(self) -> float:
+        """The learning rate for the next batch under `lr_schedule`."""
+        lr = self.hparams.lr
+        if self.hparams.get("lr_schedule", "constant") == "constant" or self._trainer is None:
+            return lr
+        total = self.trainer.max_steps // 2 if self.trainer.max_steps and self.trainer.max_steps > 0 else 0
+        if total <= 0:
+            return lr
+        return lr * 0.5 * (1 + math.cos(math.pi * min(self.batches_done, total) / total))
+
+    def _set_learning_rate(self) -> None:
+        lr = self.learning_rate()
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = self.hparams.lr
+                group["lr"] = lr
 
     def configure_optimizers(self):
         lr, betas = self.hparams.lr, tuple(self.hparams.betas)
@@ -172,6 +220,8 @@ class MSGModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer_g, optimizer_d = self.optimizers()
+        if self.hparams.get("lr_schedule", "constant") != "constant":
+            self._set_learning_rate()
         estimate, target = batch["estimate"], batch["target"]
         enhanced = self.generator(estimate)
 
@@ -195,6 +245,7 @@ class MSGModule(L.LightningModule):
         logs.update({f"train/{name}": value.detach() for name, value in terms.items()})
         logs.update({f"weights/{name}": weight for name, weight in self.balancer.weights.items()})
         logs["weights/frozen"] = float(self.balancer.frozen)
+        logs["train/lr"] = float(optimizer_g.param_groups[0]["lr"])
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=estimate.shape[0])
         self.log("g", g_loss.detach(), prog_bar=True, on_step=True, batch_size=estimate.shape[0])
         self.log("d", d_loss.detach(), prog_bar=True, on_step=True, batch_size=estimate.shape[0])
