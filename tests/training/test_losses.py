@@ -121,3 +121,26 @@ def test_balancer_with_zero_decay_is_the_reference_last_batch_rule():
     assert balancer.weights == pytest.approx({"x": 0.75, "y": 0.25})  # (1/2, 1/6) normalised
     balancer.update({"x": float("nan"), "y": 1.0})  # a diverged step is ignored
     assert int(balancer.steps) == 2
+
+
+def test_onset_envelope_is_librosas_onset_strength_and_its_loss_has_a_gradient():
+    import librosa
+    import numpy as np
+
+    from msgpp.losses import OnsetEnvelopeLoss
+
+    rng = np.random.default_rng(0)
+    bursts = np.repeat(rng.random(16) > 0.5, 1000)  # noise bursts switching on and off
+    audio = (rng.standard_normal(16000) * bursts).astype(np.float32)
+    loss = OnsetEnvelopeLoss(16000)
+    envelope = loss.envelope(torch.from_numpy(audio)[None])[0].numpy()
+    reference = librosa.onset.onset_strength(y=audio / np.abs(audio).max(), sr=16000, hop_length=256)
+    # librosa pads its envelope by lag + n_fft / (2 hop) = 5 frames to centre it (and trims the end)
+    aligned = reference[5:]
+    assert envelope.max() > 10 and np.abs(envelope[: len(aligned)] - aligned).max() < 1e-3
+    assert float(loss(torch.from_numpy(audio)[None], torch.from_numpy(audio)[None])) == 0.0
+    smeared = torch.from_numpy(np.convolve(audio, np.ones(400) / 20, mode="same").astype(np.float32))[None]
+    smeared.requires_grad_(True)
+    value = loss(smeared, torch.from_numpy(audio)[None])
+    value.backward()
+    assert float(value) > 0.5 and torch.isfinite(smeared.grad).all() and smeared.grad.abs().sum() > 0

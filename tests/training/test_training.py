@@ -267,6 +267,16 @@ def test_cosine_schedule_follows_the_batch_count_and_survives_a_resume(fake_cach
         tiny_module(lr_schedule="step")
 
 
+def test_onset_loss_is_a_fourth_balanced_term(fake_cache, tmp_path):
+    root, cache = fake_cache
+    module = tiny_module(onset_loss=True)
+    tiny_trainer(tmp_path, 4).fit(module, tiny_datamodule(root, cache))
+    weights = module.balancer.weights
+    assert set(weights) == {"adversarial", "feature_matching", "reconstruction", "onset"}
+    assert sum(weights.values()) == pytest.approx(1.0) and weights["onset"] > 0
+    assert set(tiny_module().balancer.weights) == {"adversarial", "feature_matching", "reconstruction"}
+
+
 def test_validation_logs_per_separator_metrics_and_csv_media(fake_cache, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 

@@ -32,6 +32,7 @@ from msgpp.constants import MSG_SAMPLE_RATE
 from msgpp.losses import (
     LossBalancer,
     MultiResolutionSTFTLoss,
+    OnsetEnvelopeLoss,
     discriminator_lsgan_loss,
     feature_matching_loss,
     generator_lsgan_loss,
@@ -112,6 +113,9 @@ class MSGModule(L.LightningModule):
             msg-bass-….pt) whose generator weights the run starts from (fine-tuning); its
             generator configuration must match `generator`. The discriminators start fresh.
             A run resumed with `--ckpt_path` takes the checkpoint's weights instead.
+        onset_loss: add a fourth generator term (beyond the paper): L1 between the onset-strength
+            envelopes of G(estimate) and the ground truth (msgpp.losses.OnsetEnvelopeLoss), balanced
+            like the others.
         lr_schedule: "constant" (the paper's) or "cosine" (beyond the paper): both learning rates
             follow lr · ½(1 + cos(π · batches / total batches)), reaching 0 at `trainer.max_steps`.
             Set from the batch count at every batch, so a resumed run continues the curve.
@@ -134,6 +138,7 @@ class MSGModule(L.LightningModule):
         val_songs: int | None = None,
         init_generator: str | None = None,
         lr_schedule: str = "constant",
+        onset_loss: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -144,7 +149,9 @@ class MSGModule(L.LightningModule):
             load_generator_weights(self.generator, init_generator)
         self.discriminators = build_discriminators(discriminators)
         self.reconstruction = MultiResolutionSTFTLoss(**(stft_loss or {}))
-        self.balancer = LossBalancer(GENERATOR_TERMS, warmup_steps=balance_steps, decay=balance_decay)
+        self.onset = OnsetEnvelopeLoss(sample_rate) if onset_loss else None
+        self.terms = GENERATOR_TERMS + (("onset",) if onset_loss else ())
+        self.balancer = LossBalancer(self.terms, warmup_steps=balance_steps, decay=balance_decay)
         self.autoclip = (
             AutoClip(g_clip_percentile, g_clip_history) if g_clip_percentile and g_clip_norm is None else None
         )
@@ -204,19 +211,22 @@ class MSGModule(L.LightningModule):
         fake = self.discriminators(enhanced)
         with torch.no_grad():
             real = self.discriminators(target)
-        return {
+        terms = {
             "adversarial": generator_lsgan_loss(fake),
             "feature_matching": feature_matching_loss(real, fake),
             "reconstruction": self.reconstruction(enhanced, target),
         }
+        if self.onset is not None:
+            terms["onset"] = self.onset(enhanced, target)
+        return terms
 
     def update_balance(self, terms: dict[str, torch.Tensor]) -> None:
         if self.balancer.frozen:
             return
-        values = torch.stack([terms[name].detach().float() for name in GENERATOR_TERMS])
+        values = torch.stack([terms[name].detach().float() for name in self.terms])
         if self._trainer is not None and self.trainer.world_size > 1:
             values = self.trainer.strategy.reduce(values, reduce_op="mean")  # every rank, same weights
-        self.balancer.update(dict(zip(GENERATOR_TERMS, values, strict=True)))
+        self.balancer.update(dict(zip(self.terms, values, strict=True)))
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer_g, optimizer_d = self.optimizers()
