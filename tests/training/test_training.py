@@ -543,6 +543,23 @@ def test_shipped_configs_parse_for_every_source(preset, capsys):
     assert "\n" not in str(refused.value)
 
 
+def test_the_bass_fine_tune_config_starts_from_the_stage_one_file_in_its_own_folder(capsys):
+    from msgpp.training.module import MSGModule
+
+    printed = printed_config(["--config", "configs/small/bass-onset.yaml"], capsys)  # composed with its bases
+    assert printed["data"]["source"] == "bass" and printed["model"]["onset_loss"] is True
+    assert printed["trainer"]["default_root_dir"] == "runs/small/bass-onset"
+    dirpaths = {
+        c["init_args"]["dirpath"] for c in printed["trainer"]["callbacks"] if "dirpath" in c.get("init_args", {})
+    }
+    assert dirpaths == {"runs/small/bass-onset/checkpoints"}  # stage 1's runs/small/bass stays apart
+    assert sorted(printed["data"]["separators"]) == ["demucs_v2", "openunmix", "spleeter", "wavenet"]
+    # the stage-1 file exists, verifies and fits the configured generator (the constructor loads it)
+    model = {key: printed["model"][key] for key in ("generator", "init_generator", "onset_loss", "lr")}
+    module = MSGModule(source="bass", discriminators="small", **model)
+    assert module.onset is not None and module.terms[-1] == "onset"
+
+
 @pytest.mark.parametrize("preset", ["small", "paper"])
 def test_composed_configs_equal_the_per_source_files_they_replace(preset, capsys):
     """configs/base.yaml + configs/<preset>.yaml + configs/<preset>/<source>.yaml give every source
