@@ -269,6 +269,21 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
     assert package["training"]["validation"]["score"] == pytest.approx((mean_record if better else record)["score"])
     assert ("averaged" in package["training"]) == better
 
+    # --calibrate-level input: the chosen weights with the output gain that the training
+    # separators' validation songs ask for folded in; the file says which gain
+    from msgpp.models.generator import Generator
+    from msgpp.training.calibration import fold_output_gain, level_gain_db
+
+    assert main(["export", str(folder), "--calibrate-level", "input", "--out", str(tmp_path / "level")]) == 0
+    package = load_inference_file(next((tmp_path / "level").glob("*.pt")))
+    songs = ValidationSongs(chosen)
+    generator = Generator(**songs.generator_config)
+    generator.load_state_dict(generator_state(load_checkpoint(chosen)))
+    gain = level_gain_db(generator, songs.data, ["sepa", "sepb"], songs.songs, "input")  # not the held-out one
+    assert package["training"]["level_gain_db"] == pytest.approx(gain)
+    folded = fold_output_gain(songs.generator_config, generator.state_dict(), gain)
+    assert all(torch.allclose(package["state_dict"][key], value) for key, value in folded.items())
+
 
 def test_no_validation_songs_no_records(fake_cache, tmp_path):
     root, cache = fake_cache

@@ -62,6 +62,7 @@ def export_checkpoint(
     validation: dict | None = None,
     averaged: list[Path] | None = None,
     state_dict: dict | None = None,
+    level_gain_db: float | None = None,
 ) -> Path:
     """Write the generator of a training checkpoint as an inference file; returns its path.
 
@@ -101,6 +102,8 @@ def export_checkpoint(
     }
     if averaged:
         training["averaged"] = [Path(member).name for member in averaged]
+    if level_gain_db is not None:
+        training["level_gain_db"] = float(level_gain_db)  # folded into the weights
     if validation is not None:
         training["validation"] = {
             key: validation[key] for key in ("score", "rows", "batches", "fingerprint") if key in validation
@@ -368,3 +371,30 @@ def try_average(where, chosen: Path, record: dict | None, count: int, root: str 
     if mean_record["score"] > record["score"] and mean_harm <= harm:
         return [member.path for member in members], state_dict, mean_record
     return None, None, record
+
+
+def calibrate_level(
+    chosen: Path,
+    state_dict: dict | None,
+    record: dict | None,
+    root: str | None,
+    cache: str | None,
+    reference: str = "input",
+):
+    """(weights, their validation record, gain in dB): `state_dict` (default: `chosen`'s generator)
+    with its output level matched to `reference` ("input" or "truth") on the run's validation
+    songs of its training separators (msgpp.training.calibration)."""
+    from msgpp.models.generator import Generator
+    from msgpp.training.calibration import fold_output_gain, level_gain_db
+
+    songs = ValidationSongs(chosen, root, cache)
+    if state_dict is None:
+        state_dict = generator_state(load_checkpoint(chosen))
+    trained_on = (load_checkpoint(chosen, mmap=True).get("datamodule_hyper_parameters") or {}).get("separators") or []
+    separators = [name for name in songs.separators if name in trained_on]
+    generator = Generator(**songs.generator_config)
+    generator.load_state_dict(state_dict)
+    gain_db = level_gain_db(generator, songs.data, separators, songs.songs, reference)
+    calibrated = fold_output_gain(songs.generator_config, state_dict, gain_db)
+    batches = record["batches"] if record is not None else 0
+    return calibrated, songs.record(calibrated, batches), gain_db

@@ -66,14 +66,23 @@ def register(subparsers) -> None:
         'scores higher and does no more harm (docs/training.md, "Weight averaging")',
     )
     export.add_argument(
+        "--calibrate-level",
+        choices=("input", "truth"),
+        default=None,
+        help="scale the generator's output so that its level matches, on the validation songs of "
+        "the training separators, the input estimate's (input: the enhancer keeps the stem's "
+        "level) or the ground truth's (truth); one gain, folded into the last layer "
+        '(docs/training.md, "Level calibration")',
+    )
+    export.add_argument(
         "--root",
         default=None,
-        help="with --score-missing / --average: the dataset folder (default: the run's data.root)",
+        help="with --score-missing / --average / --calibrate-level: the dataset folder (default: the run's data.root)",
     )
     export.add_argument(
         "--cache",
         default=None,
-        help="with --score-missing / --average: the estimate cache (default: the run's data.cache)",
+        help="with --score-missing / --average / --calibrate-level: the estimate cache (default: the run's data.cache)",
     )
     export.set_defaults(func=run_export)
 
@@ -114,7 +123,7 @@ def run_export(args) -> int:
     from msgpp.enhance.weights_file import check_file_stem
     from msgpp.errors import MsgppError
     from msgpp.training import selection
-    from msgpp.training.checkpoints import choose_checkpoint, export_checkpoint, try_average
+    from msgpp.training.checkpoints import calibrate_level, choose_checkpoint, export_checkpoint, try_average
 
     if args.name is not None:  # before any checkpoint is read: --name is a plain file name
         check_file_stem(args.name)
@@ -124,9 +133,14 @@ def run_export(args) -> int:
     chosen, record = choose_checkpoint(
         args.checkpoint, last=args.last, score_missing=args.score_missing, root=args.root, cache=args.cache
     )
-    averaged = None
+    averaged, state_dict, gain_db = None, None, None
     if args.average > 1:
         averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, args.root, args.cache)
+    if args.calibrate_level:
+        state_dict, record, gain_db = calibrate_level(
+            chosen, state_dict, record, args.root, args.cache, args.calibrate_level
+        )
+        print(f"level calibration ({args.calibrate_level}): output gain {gain_db:+.2f} dB", file=sys.stderr)
     if averaged:
         print(
             f"exporting the mean of {len(averaged)} checkpoints ({', '.join(p.name for p in averaged)}): "
@@ -134,7 +148,13 @@ def run_export(args) -> int:
             file=sys.stderr,
         )
         path = export_checkpoint(
-            chosen, args.out, args.name, validation=record, averaged=averaged, state_dict=state_dict
+            chosen,
+            args.out,
+            args.name,
+            validation=record,
+            averaged=averaged,
+            state_dict=state_dict,
+            level_gain_db=gain_db,
         )
     else:
         if record is None:
@@ -144,7 +164,9 @@ def run_export(args) -> int:
                 f"exporting {chosen} (batch {record['batches']}): validation score {record['score']:+.4f}",
                 file=sys.stderr,
             )
-        path = export_checkpoint(chosen, args.out, args.name, validation=record)
+        path = export_checkpoint(
+            chosen, args.out, args.name, validation=record, state_dict=state_dict, level_gain_db=gain_db
+        )
     reasons = selection.do_no_harm(record["rows"]) if record is not None else []
     if reasons:
         banner = "WARNING: do no harm:"
