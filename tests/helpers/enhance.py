@@ -11,15 +11,15 @@ from msgpp.models.generator import build_generator
 from tests.helpers.training import TINY_GENERATOR
 
 
-def tiny_weights(folder: Path, seed: int = 0) -> Path:
-    """A tiny bass generator (16 kHz, initialised from `seed`) written as msg-bass-<sha8>.pt."""
+def tiny_weights(folder: Path, seed: int = 0, sample_rate: int = 16000) -> Path:
+    """A tiny bass generator (at `sample_rate`, initialised from `seed`) written as msg-bass-<sha8>.pt."""
     torch.manual_seed(seed)
-    generator = build_generator(TINY_GENERATOR)
+    generator = build_generator(TINY_GENERATOR, sample_rate=sample_rate)
     return save_inference_file(
         folder,
         "msg-bass",
         source="bass",
-        sample_rate=16000,
+        sample_rate=sample_rate,
         generator_config=generator.config,
         state_dict=generator.state_dict(),
     )

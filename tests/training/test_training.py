@@ -339,19 +339,14 @@ def test_export_writes_an_inference_file_the_generator_loads(fake_cache, tmp_pat
 
 
 def test_init_generator_starts_from_an_exported_file_and_refuses_another_architecture(tmp_path):
-    from msgpp.enhance.weights_file import save_inference_file
-    from msgpp.models.generator import build_generator
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.models.generator import Generator
+    from tests.helpers.enhance import tiny_weights
 
-    torch.manual_seed(7)
-    donor = build_generator(TINY_GENERATOR, sample_rate=8000)
-    path = save_inference_file(
-        tmp_path,
-        "msg-vocals",
-        source="vocals",
-        sample_rate=8000,
-        generator_config=donor.config,
-        state_dict=donor.state_dict(),
-    )
+    path = tiny_weights(tmp_path, seed=7, sample_rate=8000)
+    package = load_inference_file(path)
+    donor = Generator(**package["generator_config"])
+    donor.load_state_dict(package["state_dict"])
     fresh, started = tiny_module(), tiny_module(init_generator=str(path))
     audio = torch.randn(1, 1, 4000)
     with torch.no_grad():

@@ -2,12 +2,14 @@
 run's validation songs and folded into its last layer.
 
 The paper's measures (onset F1, rolloff error, SI-SDR) compare peak-normalised or scale-invariant
-signals and cannot see a level change; the listener can, and a louder stem can clip. `level_gain_db` is the median over
-validation songs and *training* separators (the held-out ones stay unseen) of
-20·log10(rms(ground truth) / rms(enhanced)), the estimate and its ground truth scaled by the
-estimate's peak, as in training. `fold_output_gain` multiplies the generator's last transposed
-convolution by that gain: Demucs' U-Net computes output = std · decoder(x) + mean, so the output
-minus the input's mean scales by exactly the gain, and the file format does not change.
+signals and cannot see a level change; the listener can, and a louder stem can clip.
+`level_gain_db` is the median over validation songs and *training* separators (the held-out ones
+stay unseen) of 20·log10(level(reference) / level(enhanced)), level being the RMS around the mean
+and the reference the input estimate ("input": the enhancer keeps the level the separator gave)
+or the ground truth ("truth"), both scaled by the estimate's peak as in training.
+`fold_output_gain` multiplies the generator's last transposed convolution by that gain: Demucs'
+U-Net computes output = std · decoder(x) + mean, so the output minus the input's mean scales by
+exactly the gain, and the file format does not change.
 """
 
 from __future__ import annotations

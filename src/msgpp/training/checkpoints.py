@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +211,7 @@ class ValidationSongs:
                 "the run has no validation songs (data.val_fraction 0); nothing to score the checkpoints on"
             )
         self.data, self.separators = datamodule.val_set.data, datamodule.val_separators
+        self.training_separators = [name for name in self.separators if name in (settings.get("separators") or [])]
         self.songs = list(range(len(self.data.tracks)))[:songs_cap]
         self.sample_rate = datamodule.sample_rate
         self._raw_cache: dict = {}  # the raw estimates' measures, shared by every generator measured
@@ -343,17 +345,18 @@ def choose_checkpoint(
     return best.path, best.record
 
 
-def try_average(where, chosen: Path, record: dict | None, count: int, root: str | None, cache: str | None):
+def try_average(where, chosen: Path, record: dict | None, count: int, validation_songs: Callable[[], ValidationSongs]):
     """(members, weights, record) of the mean of `chosen` and the checkpoints before it when that
     mean validates better than `chosen` alone: a higher score and no more do-no-harm findings;
-    otherwise (None, None, chosen's record). Both are measured on the run's validation songs."""
+    otherwise (None, None, chosen's record). Both are measured on the run's validation songs,
+    which `validation_songs()` gives (loaded only when there is something to measure)."""
     from msgpp.training import selection
 
     members = average_before(where, chosen, count)
     if len(members) < 2:
         log.info("--average: no checkpoint before %s; exporting it alone", chosen.name)
         return None, None, record
-    songs = ValidationSongs(chosen, root, cache)
+    songs = validation_songs()
     if record is None:
         record = songs.record(generator_state(load_checkpoint(chosen)), members[-1].batches)
     state_dict = average_generators([member.path for member in members])
@@ -374,27 +377,19 @@ def try_average(where, chosen: Path, record: dict | None, count: int, root: str 
 
 
 def calibrate_level(
-    chosen: Path,
-    state_dict: dict | None,
-    record: dict | None,
-    root: str | None,
-    cache: str | None,
-    reference: str = "input",
+    chosen: Path, state_dict: dict | None, record: dict | None, songs: ValidationSongs, reference: str = "input"
 ):
     """(weights, their validation record, gain in dB): `state_dict` (default: `chosen`'s generator)
     with its output level matched to `reference` ("input" or "truth") on the run's validation
-    songs of its training separators (msgpp.training.calibration)."""
+    `songs` of its training separators (msgpp.training.calibration)."""
     from msgpp.models.generator import Generator
     from msgpp.training.calibration import fold_output_gain, level_gain_db
 
-    songs = ValidationSongs(chosen, root, cache)
     if state_dict is None:
         state_dict = generator_state(load_checkpoint(chosen))
-    trained_on = (load_checkpoint(chosen, mmap=True).get("datamodule_hyper_parameters") or {}).get("separators") or []
-    separators = [name for name in songs.separators if name in trained_on]
     generator = Generator(**songs.generator_config)
     generator.load_state_dict(state_dict)
-    gain_db = level_gain_db(generator, songs.data, separators, songs.songs, reference)
+    gain_db = level_gain_db(generator, songs.data, songs.training_separators, songs.songs, reference)
     calibrated = fold_output_gain(songs.generator_config, state_dict, gain_db)
     batches = record["batches"] if record is not None else 0
     return calibrated, songs.record(calibrated, batches), gain_db

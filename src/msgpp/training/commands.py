@@ -118,12 +118,19 @@ def run_train_enhancer(args) -> int:
 
 
 def run_export(args) -> int:
+    import functools
     import sys
 
     from msgpp.enhance.weights_file import check_file_stem
     from msgpp.errors import MsgppError
     from msgpp.training import selection
-    from msgpp.training.checkpoints import calibrate_level, choose_checkpoint, export_checkpoint, try_average
+    from msgpp.training.checkpoints import (
+        ValidationSongs,
+        calibrate_level,
+        choose_checkpoint,
+        export_checkpoint,
+        try_average,
+    )
 
     if args.name is not None:  # before any checkpoint is read: --name is a plain file name
         check_file_stem(args.name)
@@ -133,12 +140,14 @@ def run_export(args) -> int:
     chosen, record = choose_checkpoint(
         args.checkpoint, last=args.last, score_missing=args.score_missing, root=args.root, cache=args.cache
     )
+    # the run's validation songs, loaded once (~25 s) for whichever of --average / --calibrate-level needs them
+    validation_songs = functools.cache(lambda: ValidationSongs(chosen, args.root, args.cache))
     averaged, state_dict, gain_db = None, None, None
     if args.average > 1:
-        averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, args.root, args.cache)
+        averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, validation_songs)
     if args.calibrate_level:
         state_dict, record, gain_db = calibrate_level(
-            chosen, state_dict, record, args.root, args.cache, args.calibrate_level
+            chosen, state_dict, record, validation_songs(), args.calibrate_level
         )
         print(f"level calibration ({args.calibrate_level}): output gain {gain_db:+.2f} dB", file=sys.stderr)
     if averaged:

@@ -186,7 +186,7 @@ class MSGModule(L.LightningModule):
     def learning_rate(self) -> float:
         """The learning rate for the next batch under `lr_schedule`."""
         lr = self.hparams.lr
-        if self.hparams.get("lr_schedule", "constant") == "constant" or self._trainer is None:
+        if self.hparams.lr_schedule == "constant" or self._trainer is None:
             return lr
         total = self.trainer.max_steps // 2 if self.trainer.max_steps and self.trainer.max_steps > 0 else 0
         if total <= 0:
@@ -230,7 +230,7 @@ class MSGModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer_g, optimizer_d = self.optimizers()
-        if self.hparams.get("lr_schedule", "constant") != "constant":
+        if self.hparams.lr_schedule != "constant":
             self._set_learning_rate()
         estimate, target = batch["estimate"], batch["target"]
         enhanced = self.generator(estimate)
