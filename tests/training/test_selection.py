@@ -178,7 +178,7 @@ def test_fingerprint_tells_weights_apart():
 # -- during training ------------------------------------------------------------------------------
 
 
-def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_path):
+def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_path, monkeypatch):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -244,14 +244,20 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
         torch.save(checkpoint, bare / path.name)
     with pytest.raises(MsgppError, match="has a validation score"):
         choose_checkpoint(bare)
-    rescored, rerecord = choose_checkpoint(bare, score_missing=True)
+    from msgpp.training.checkpoints import ValidationSongs
+
+    loads = []
+    rescored, rerecord = choose_checkpoint(
+        bare, validation_songs=lambda: loads.append(1) or ValidationSongs(next(bare.glob("*.ckpt")))
+    )
+    assert len(loads) == 1  # the songs are loaded once for all the checkpoints it scores
     assert rerecord["score"] == pytest.approx(best_score, rel=1e-5, abs=1e-7)  # the same songs, the same measures
 
     # --average 2: the mean of the chosen checkpoint and the one before it, measured on the same
     # songs, is exported exactly when it scores higher and does no more harm
     from msgpp.cli import main
     from msgpp.enhance.weights_file import load_inference_file
-    from msgpp.training.checkpoints import ValidationSongs, average_before, average_generators
+    from msgpp.training.checkpoints import average_before, average_generators
 
     assert main(["export", str(folder), "--average", "2", "--out", str(tmp_path / "averaged")]) == 0
     package = load_inference_file(next((tmp_path / "averaged").glob("*.pt")))
@@ -283,6 +289,21 @@ def test_training_records_validation_and_export_picks_from_it(fake_cache, tmp_pa
     assert package["training"]["level_gain_db"] == pytest.approx(gain)
     folded = fold_output_gain(songs.generator_config, generator.state_dict(), gain)
     assert all(torch.allclose(package["state_dict"][key], value) for key, value in folded.items())
+
+    # all three options that measure on the validation songs at once: the songs are loaded once
+    import msgpp.training.checkpoints as checkpoints
+
+    built = []
+
+    class CountedSongs(ValidationSongs):
+        def __init__(self, *args, **kwargs):
+            built.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "ValidationSongs", CountedSongs)
+    options = ["--score-missing", "--average", "2", "--calibrate-level", "input"]
+    assert main(["export", str(bare), *options, "--out", str(tmp_path / "all")]) == 0
+    assert len(built) == 1
 
 
 def test_no_validation_songs_no_records(fake_cache, tmp_path):

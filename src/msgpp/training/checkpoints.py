@@ -234,14 +234,13 @@ class ValidationSongs:
         }
 
 
-def score_candidates(
-    candidates: list[Candidate], root: str | None = None, cache: str | None = None, songs: ValidationSongs | None = None
-) -> None:
-    """Measure the candidates without a record on their run's validation songs."""
+def score_candidates(candidates: list[Candidate], validation_songs: Callable[[], ValidationSongs]) -> None:
+    """Measure the candidates without a record on their run's validation songs, which
+    `validation_songs()` gives (loaded only when there is something to measure)."""
     missing = [candidate for candidate in candidates if candidate.record is None]
     if not missing:
         return
-    songs = songs or ValidationSongs(missing[0].path, root, cache)
+    songs = validation_songs()
     for candidate in missing:
         candidate.record = songs.record(generator_state(load_checkpoint(candidate.path)), candidate.batches)
         log.info("scored %s: %+.4f on %d validation songs", candidate.path, candidate.record["score"], len(songs.songs))
@@ -272,9 +271,7 @@ def average_before(path: str | os.PathLike, chosen: Path, count: int) -> list[Ca
 def choose_checkpoint(
     path: str | os.PathLike,
     last: bool = False,
-    score_missing: bool = False,
-    root: str | None = None,
-    cache: str | None = None,
+    validation_songs: Callable[[], ValidationSongs] | None = None,
 ) -> tuple[Path, dict | None]:
     """(checkpoint to export, its validation record or None).
 
@@ -283,8 +280,9 @@ def choose_checkpoint(
       (selection.do_no_harm), or among all when none passes; ties go to the later one;
     - `last`: the folder's last.ckpt (or the file given);
     - any other file: that file.
-    Checkpoints whose weights were never validated are left out (logged), unless `score_missing`
-    measures them; MsgppError when none is left.
+    Checkpoints whose weights were never validated are left out (logged), unless
+    `validation_songs` is given: then they are measured on the songs it returns (`msgpp export
+    --score-missing`); MsgppError when none is left.
     """
     import math
 
@@ -306,11 +304,11 @@ def choose_checkpoint(
                 )
             wanted = lasts[0]
         chosen = next(c for c in candidates if c.path == wanted)
-        if chosen.record is None and score_missing:
-            score_candidates([chosen], root, cache)
+        if chosen.record is None and validation_songs is not None:
+            score_candidates([chosen], validation_songs)
         return chosen.path, chosen.record
-    if score_missing:
-        score_candidates(candidates, root, cache)
+    if validation_songs is not None:
+        score_candidates(candidates, validation_songs)
     scored = [c for c in candidates if c.record is not None and math.isfinite(c.record["score"])]
     unscored = [c for c in candidates if c not in scored]
     if unscored:

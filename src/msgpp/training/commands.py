@@ -129,6 +129,7 @@ def run_export(args) -> int:
         calibrate_level,
         choose_checkpoint,
         export_checkpoint,
+        find_checkpoints,
         try_average,
     )
 
@@ -137,11 +138,14 @@ def run_export(args) -> int:
 
     if args.average < 1:
         raise MsgppError(f"--average must be a number of checkpoints ≥ 1, got {args.average}")
-    chosen, record = choose_checkpoint(
-        args.checkpoint, last=args.last, score_missing=args.score_missing, root=args.root, cache=args.cache
+    # The run's validation songs, loaded at most once (~25 s), for whichever of --score-missing,
+    # --average and --calibrate-level needs them; every checkpoint of a run holds its data settings.
+    validation_songs = functools.cache(
+        lambda: ValidationSongs(find_checkpoints(args.checkpoint)[0], args.root, args.cache)
     )
-    # the run's validation songs, loaded once (~25 s) for whichever of --average / --calibrate-level needs them
-    validation_songs = functools.cache(lambda: ValidationSongs(chosen, args.root, args.cache))
+    chosen, record = choose_checkpoint(
+        args.checkpoint, last=args.last, validation_songs=validation_songs if args.score_missing else None
+    )
     averaged, state_dict, gain_db = None, None, None
     if args.average > 1:
         averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, validation_songs)
