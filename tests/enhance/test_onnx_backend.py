@@ -10,9 +10,9 @@ import torch
 from msgpp.cli import main
 from msgpp.enhance import onnx_backend
 from msgpp.enhance.enhancer import Enhancer
-from msgpp.enhance.weights_file import save_inference_file
 from msgpp.errors import MsgppError
 from msgpp.models.generator import build_generator
+from tests.helpers.enhance import save_generator
 
 TINY = dict(channels=4, depth=3, kernel_size=8, stride=4, growth=2.0, context=1, resample=True)
 
@@ -109,14 +109,7 @@ def test_not_an_onnx_file_is_a_one_line_error(tmp_path):
 
 
 def test_cli_export_graph_onnx_reports_the_match(generator, tmp_path, capsys):
-    weights = save_inference_file(
-        tmp_path,
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    weights = save_generator(tmp_path, generator)
     out = tmp_path / "g.onnx"
     argv = ["export-graph", "--model", str(weights), "--out", str(out), "--segment", "0.25"]
     assert main(argv) == 0
@@ -129,14 +122,7 @@ def test_cli_export_graph_onnx_reports_the_match(generator, tmp_path, capsys):
 def test_cli_backends_write_the_same_file(generator, tmp_path, cache):
     import soundfile as sf
 
-    weights = save_inference_file(
-        tmp_path,
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    weights = save_generator(tmp_path, generator)
     song = tmp_path / "song.wav"
     sf.write(str(song), noise((22050, 2)), 22050, subtype="FLOAT")
     outputs = {}
@@ -169,14 +155,7 @@ def test_cli_backends_write_the_same_file(generator, tmp_path, cache):
 
 
 def test_from_pretrained_drops_the_torch_weights_once_the_graph_runs_and_rebuilds_them(generator, tmp_path, cache):
-    weights = save_inference_file(
-        tmp_path,
-        "model",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-    )
+    weights = save_generator(tmp_path, generator, "model")
     enhancer = Enhancer.from_pretrained(weights, backend="onnxruntime", segment=0.25, overlap=0.05)
     audio = noise((1, 8000))
     first = enhancer(audio, 16000)
@@ -186,12 +165,10 @@ def test_from_pretrained_drops_the_torch_weights_once_the_graph_runs_and_rebuild
         assert torch.equal(rebuilt.state_dict()[name], value)
     np.testing.assert_allclose(enhancer(audio, 16000), first, atol=1e-6)
     enhancer._generator = None
-    replacement = save_inference_file(
+    replacement = save_generator(
         tmp_path / "other",
+        generator,
         "model",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
         state_dict={name: value * 2 for name, value in generator.state_dict().items()},
     )
     replacement.replace(weights)

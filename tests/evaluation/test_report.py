@@ -133,22 +133,14 @@ def test_evaluate_command_with_a_real_enhancer_file(setup, tmp_path):
     import torch
 
     from msgpp.cli import main
-    from msgpp.enhance.weights_file import save_inference_file
     from msgpp.files import sha256_file
     from msgpp.models.generator import build_generator
+    from tests.helpers.enhance import save_generator
 
     root, cache, _, _, _ = setup
     torch.manual_seed(0)
     generator = build_generator("small", channels=4, depth=3)
-    weights = save_inference_file(
-        tmp_path / "weights",
-        "msg-bass",
-        source="bass",
-        sample_rate=16000,
-        generator_config=generator.config,
-        state_dict=generator.state_dict(),
-        training={"separators": ["demucs_v2"]},
-    )
+    weights = save_generator(tmp_path / "weights", generator, training={"separators": ["demucs_v2"]})
     out = tmp_path / "out"
     argv = [
         "evaluate",
