@@ -14,7 +14,10 @@ Both have the same parameters and the same FLOPs. Also printed: FLOPs per clip (
 forward and backward of G and D) and the fraction of the machine's fp32 matrix-multiply speed
 that the step reaches.
 
-    python benchmarks/bench_training.py [--threads 1] [--rounds 5] [--batch 8]
+    python benchmarks/bench_training.py [--threads 1,2] [--rounds 5] [--batch 8]
+
+`--threads 1,2` prints one table per thread count (measured one after the other, each with its own
+interleaved rounds).
 """
 
 from __future__ import annotations
@@ -91,42 +94,52 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
+    parser.add_argument(
+        "--threads",
+        default="1",
+        help="torch intra-op threads, or a comma-separated list of counts (default: %(default)s)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per configuration (default: %(default)s)")
     parser.add_argument("--batches", type=int, default=2, help="batches per round (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=8, help="clips per batch (default: %(default)s)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    try:
+        thread_counts = [int(count) for count in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads: a number or a comma-separated list of numbers, got {args.threads!r}")
+    if not thread_counts or min(thread_counts) < 1:
+        parser.error(f"--threads: thread counts must be at least 1, got {args.threads!r}")
 
     generator = torch.Generator().manual_seed(0)
     estimate = torch.randn(args.batch, 1, RATE, generator=generator) * 0.1
     target = torch.randn(args.batch, 1, RATE, generator=generator) * 0.1
     configurations = {"before": build("frequency"), "now": build("time")}
-    best = dict.fromkeys(configurations, float("inf"))
-    for module, optimizer_g, optimizer_d in configurations.values():  # warm-up
-        train_batch(module, optimizer_g, optimizer_d, estimate, target)
-    for _ in range(args.rounds):
-        for name, (module, optimizer_g, optimizer_d) in configurations.items():
-            start = time.perf_counter()
-            for _ in range(args.batches):
-                train_batch(module, optimizer_g, optimizer_d, estimate, target)
-            best[name] = min(best[name], (time.perf_counter() - start) / args.batches)
+    flops = {name: step_flops(module, estimate, target) / 1e9 for name, (module, _, _) in configurations.items()}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        best = dict.fromkeys(configurations, float("inf"))
+        for module, optimizer_g, optimizer_d in configurations.values():  # warm-up
+            train_batch(module, optimizer_g, optimizer_d, estimate, target)
+        for _ in range(args.rounds):
+            for name, (module, optimizer_g, optimizer_d) in configurations.items():
+                start = time.perf_counter()
+                for _ in range(args.batches):
+                    train_batch(module, optimizer_g, optimizer_d, estimate, target)
+                best[name] = min(best[name], (time.perf_counter() - start) / args.batches)
 
-    bound = matmul_gflops()
-    print(
-        f"small preset, batch {args.batch} x 1 s at 16 kHz, {args.threads} thread(s), best of {args.rounds} "
-        f"interleaved rounds of {args.batches} batches; fp32 2048^3 matmul here: {bound:.0f} GFLOP/s"
-    )
-    print("| configuration | s per batch | clips/s | GFLOP per batch | GFLOP/s | of the matmul bound |")
-    print("|---|---|---|---|---|---|")
-    for name, (module, _, _) in configurations.items():
-        flops = step_flops(module, estimate, target) / 1e9
-        seconds = best[name]
+        bound = matmul_gflops()
         print(
-            f"| {name} | {seconds:.3f} | {args.batch / seconds:.2f} | {flops:.1f} | {flops / seconds:.1f} | "
-            f"{flops / seconds / bound:.0%} |"
+            f"small preset, batch {args.batch} x 1 s at 16 kHz, {threads} thread(s), best of {args.rounds} "
+            f"interleaved rounds of {args.batches} batches; fp32 2048^3 matmul here: {bound:.0f} GFLOP/s"
         )
-    print(f"now / before: {best['before'] / best['now']:.2f}x the clips per second")
+        print("| configuration | s per batch | clips/s | GFLOP per batch | GFLOP/s | of the matmul bound |")
+        print("|---|---|---|---|---|---|")
+        for name, seconds in best.items():
+            print(
+                f"| {name} | {seconds:.3f} | {args.batch / seconds:.2f} | {flops[name]:.1f} | "
+                f"{flops[name] / seconds:.1f} | {flops[name] / seconds / bound:.0%} |"
+            )
+        print(f"now / before: {best['before'] / best['now']:.2f}x the clips per second\n")
     return 0
 
 
