@@ -504,3 +504,47 @@ def test_export_without_any_score_is_a_clear_error(songs, tmp_path, capsys):
     assert code == 0 and Path(out.strip()).is_file()
     code, out, err = _export([tmp_path / "nowhere", "--out", tmp_path / "out"], capsys)
     assert code == 2 and "no such checkpoint" in err
+
+
+def test_export_interpolate_mixes_the_runs_start_and_its_trained_weights(fake_cache, tmp_path, capsys):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from msgpp.cli import main
+    from msgpp.enhance.weights_file import load_inference_file
+    from msgpp.training.checkpoints import ValidationSongs, generator_state, load_checkpoint
+    from tests.helpers.enhance import tiny_weights
+
+    root, cache = fake_cache
+    start = tiny_weights(tmp_path / "start", seed=7, sample_rate=8000)
+    folder = tmp_path / "checkpoints"
+    trainer = tiny_trainer(
+        tmp_path,
+        2,
+        limit_val_batches=None,
+        val_check_interval=2,
+        enable_checkpointing=True,
+        callbacks=[ModelCheckpoint(dirpath=folder, every_n_train_steps=4, save_last=True)],
+    )
+    trainer.fit(tiny_module(init_generator=str(start)), tiny_datamodule(root, cache))
+    trainer.save_checkpoint(folder / "last.ckpt")
+
+    assert main(["export", str(folder / "last.ckpt"), "--interpolate", "0.25", "--out", str(tmp_path / "out")]) == 0
+    assert "0.75 x start + 0.25 x trained" in capsys.readouterr().err
+    package = load_inference_file(next((tmp_path / "out").glob("*.pt")))
+    trained = generator_state(load_checkpoint(folder / "last.ckpt"))
+    started = load_inference_file(start)["state_dict"]
+    expected = {key: 0.75 * started[key] + 0.25 * value for key, value in trained.items()}
+    assert all(torch.allclose(package["state_dict"][key], value) for key, value in expected.items())
+    assert not torch.allclose(package["state_dict"]["unet.encoder.0.0.weight"], trained["unet.encoder.0.0.weight"])
+    assert package["training"]["interpolated"] == {"start": start.name, "alpha": 0.25}
+    measured = ValidationSongs(folder / "last.ckpt").record(package["state_dict"], 2)
+    assert package["training"]["validation"]["score"] == pytest.approx(measured["score"])
+
+    # a weight outside (0, 1], or a start that is gone: one line, nothing written
+    assert main(["export", str(folder), "--interpolate", "0", "--out", str(tmp_path / "zero")]) == 2
+    assert "--interpolate must be the trained model's weight, in (0, 1], got 0.0" in capsys.readouterr().err
+    start.rename(tmp_path / "moved.pt")
+    assert main(["export", str(folder), "--interpolate", "0.5", "--out", str(tmp_path / "gone")]) == 2
+    error = capsys.readouterr().err
+    assert "are not there" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "zero").exists() and not (tmp_path / "gone").exists()

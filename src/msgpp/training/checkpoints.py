@@ -64,6 +64,7 @@ def export_checkpoint(
     averaged: list[Path] | None = None,
     state_dict: dict | None = None,
     level_gain_db: float | None = None,
+    interpolated: dict | None = None,
 ) -> Path:
     """Write the generator of a training checkpoint as an inference file; returns its path.
 
@@ -72,7 +73,8 @@ def export_checkpoint(
     file's `training["validation"]`, with `training["do_no_harm"]` (selection.do_no_harm).
     `averaged` + `state_dict`: the weights are the mean of these checkpoints' generators
     (`average_generators`; the file names them in `training["averaged"]`), the last one being
-    `checkpoint_path`, whose settings the file takes.
+    `checkpoint_path`, whose settings the file takes. `level_gain_db` (calibrate_level) and
+    `interpolated` (interpolate_with_start) record what was done to `state_dict`.
     """
     from msgpp.enhance.weights_file import save_inference_file
     from msgpp.training import selection
@@ -103,6 +105,8 @@ def export_checkpoint(
     }
     if averaged:
         training["averaged"] = [Path(member).name for member in averaged]
+    if interpolated is not None:
+        training["interpolated"] = dict(interpolated)
     if level_gain_db is not None:
         training["level_gain_db"] = float(level_gain_db)  # folded into the weights
     if validation is not None:
@@ -391,3 +395,55 @@ def calibrate_level(
     calibrated = fold_output_gain(songs.generator_config, state_dict, gain_db)
     batches = record["batches"] if record is not None else 0
     return calibrated, songs.record(calibrated, batches), gain_db
+
+
+def check_interpolation_weight(alpha: float) -> None:
+    from msgpp.errors import MsgppError
+
+    if not 0.0 < alpha <= 1.0:  # also refuses NaN
+        raise MsgppError(f"--interpolate must be the trained model's weight, in (0, 1], got {alpha}")
+
+
+def interpolate_with_start(
+    chosen: Path,
+    state_dict: dict | None,
+    record: dict | None,
+    alpha: float,
+    validation_songs: Callable[[], ValidationSongs],
+):
+    """(weights, their validation record, facts for the file): (1 − alpha) · the run's starting
+    weights (its `model.init_generator` file) + alpha · `state_dict` (default: `chosen`'s
+    generator). A fine-tuned model interpolated towards where it started keeps part of what the
+    fine-tune gained and loses part of what it broke (WiSE-FT: Wortsman et al., "Robust
+    fine-tuning of zero-shot models", CVPR 2022). Measured on the run's validation songs, which
+    `validation_songs()` gives (loaded once the starting file is found)."""
+    from msgpp.errors import MsgppError
+    from msgpp.models.generator import Generator
+    from msgpp.training.module import load_generator_weights
+
+    check_interpolation_weight(alpha)
+    checkpoint = load_checkpoint(chosen, mmap=True)
+    start_path = (checkpoint.get("hyper_parameters") or {}).get("init_generator")
+    if not start_path:
+        raise MsgppError(
+            f"{chosen}: the run did not start from an enhancer file (model.init_generator); "
+            f"--interpolate needs that starting point"
+        )
+    if not Path(start_path).is_file():
+        raise MsgppError(
+            f"{chosen}: its starting weights, model.init_generator {start_path}, are not there "
+            f"(run export from the folder the run was trained in)"
+        )
+    if state_dict is None:
+        state_dict = generator_state(checkpoint)
+    del checkpoint
+    songs = validation_songs()
+    start = Generator(**songs.generator_config)
+    load_generator_weights(start, start_path)  # refuses another architecture
+    start_state = start.state_dict()
+    mixed = {
+        key: ((1.0 - alpha) * start_state[key] + alpha * value if value.is_floating_point() else value)
+        for key, value in state_dict.items()
+    }
+    batches = record["batches"] if record is not None else 0
+    return mixed, songs.record(mixed, batches), {"start": Path(start_path).name, "alpha": float(alpha)}

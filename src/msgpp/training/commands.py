@@ -66,6 +66,15 @@ def register(subparsers) -> None:
         'scores higher and does no more harm (docs/training.md, "Weight averaging")',
     )
     export.add_argument(
+        "--interpolate",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="for a run that started from an enhancer file (model.init_generator): export "
+        "(1 - ALPHA) x those starting weights + ALPHA x the trained ones (after --average, before "
+        '--calibrate-level), measured on the validation songs (docs/training.md, "Interpolation")',
+    )
+    export.add_argument(
         "--calibrate-level",
         choices=("input", "truth"),
         default=None,
@@ -77,12 +86,13 @@ def register(subparsers) -> None:
     export.add_argument(
         "--root",
         default=None,
-        help="with --score-missing / --average / --calibrate-level: the dataset folder (default: the run's data.root)",
+        help="for the options that measure on the validation songs (--score-missing, --average, "
+        "--interpolate, --calibrate-level): the dataset folder (default: the run's data.root)",
     )
     export.add_argument(
         "--cache",
         default=None,
-        help="with --score-missing / --average / --calibrate-level: the estimate cache (default: the run's data.cache)",
+        help="for the options that measure on the validation songs: the estimate cache (default: the run's data.cache)",
     )
     export.set_defaults(func=run_export)
 
@@ -127,9 +137,11 @@ def run_export(args) -> int:
     from msgpp.training.checkpoints import (
         ValidationSongs,
         calibrate_level,
+        check_interpolation_weight,
         choose_checkpoint,
         export_checkpoint,
         find_checkpoints,
+        interpolate_with_start,
         try_average,
     )
 
@@ -138,6 +150,8 @@ def run_export(args) -> int:
 
     if args.average < 1:
         raise MsgppError(f"--average must be a number of checkpoints ≥ 1, got {args.average}")
+    if args.interpolate is not None:
+        check_interpolation_weight(args.interpolate)  # before any checkpoint is read
     # The run's validation songs, loaded at most once (~25 s), for whichever of --score-missing,
     # --average and --calibrate-level needs them; every checkpoint of a run holds its data settings.
     validation_songs = functools.cache(
@@ -146,9 +160,18 @@ def run_export(args) -> int:
     chosen, record = choose_checkpoint(
         args.checkpoint, last=args.last, validation_songs=validation_songs if args.score_missing else None
     )
-    averaged, state_dict, gain_db = None, None, None
+    averaged, state_dict, gain_db, interpolated = None, None, None, None
     if args.average > 1:
         averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, validation_songs)
+    if args.interpolate is not None:
+        state_dict, record, interpolated = interpolate_with_start(
+            chosen, state_dict, record, args.interpolate, validation_songs
+        )
+        print(
+            f"interpolated with the run's start {interpolated['start']}: {1 - args.interpolate:.2f} x start + "
+            f"{args.interpolate:.2f} x trained, validation score {record['score']:+.4f}",
+            file=sys.stderr,
+        )
     if args.calibrate_level:
         state_dict, record, gain_db = calibrate_level(
             chosen, state_dict, record, validation_songs(), args.calibrate_level
@@ -168,6 +191,7 @@ def run_export(args) -> int:
             averaged=averaged,
             state_dict=state_dict,
             level_gain_db=gain_db,
+            interpolated=interpolated,
         )
     else:
         if record is None:
@@ -178,7 +202,13 @@ def run_export(args) -> int:
                 file=sys.stderr,
             )
         path = export_checkpoint(
-            chosen, args.out, args.name, validation=record, state_dict=state_dict, level_gain_db=gain_db
+            chosen,
+            args.out,
+            args.name,
+            validation=record,
+            state_dict=state_dict,
+            level_gain_db=gain_db,
+            interpolated=interpolated,
         )
     reasons = selection.do_no_harm(record["rows"]) if record is not None else []
     if reasons:
