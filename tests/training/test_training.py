@@ -538,21 +538,24 @@ def test_shipped_configs_parse_for_every_source(preset, capsys):
     assert "\n" not in str(refused.value)
 
 
-def test_the_bass_fine_tune_config_starts_from_the_stage_one_file_in_its_own_folder(capsys):
+@pytest.mark.parametrize("source", ["bass", "drums"])
+def test_the_stage_two_configs_start_from_the_stage_one_file_in_their_own_folder(source, capsys):
     from msgpp.training.module import MSGModule
 
-    printed = printed_config(["--config", "configs/small/bass-onset.yaml"], capsys)  # composed with its bases
-    assert printed["data"]["source"] == "bass" and printed["model"]["onset_loss"] is True
-    assert printed["trainer"]["default_root_dir"] == "runs/small/bass-onset"
+    run = f"runs/small/{source}-onset"
+    printed = printed_config(["--config", f"configs/small/{source}-onset.yaml"], capsys)  # composed with its bases
+    assert printed["data"]["source"] == source and printed["model"]["onset_loss"] is True
+    assert printed["trainer"]["default_root_dir"] == run
     dirpaths = {
         c["init_args"]["dirpath"] for c in printed["trainer"]["callbacks"] if "dirpath" in c.get("init_args", {})
     }
-    assert dirpaths == {"runs/small/bass-onset/checkpoints"}  # stage 1's runs/small/bass stays apart
+    assert dirpaths == {f"{run}/checkpoints"}  # stage 1's runs/small/<source> stays apart
     assert sorted(printed["data"]["separators"]) == ["demucs_v2", "openunmix", "spleeter", "wavenet"]
     # the stage-1 file exists, verifies and fits the configured generator (the constructor loads it)
-    model = {key: printed["model"][key] for key in ("generator", "init_generator", "onset_loss", "lr")}
-    module = MSGModule(source="bass", discriminators="small", **model)
+    model = {key: printed["model"][key] for key in ("generator", "init_generator", "onset_loss", "lr", "lr_schedule")}
+    module = MSGModule(source=source, discriminators="small", **model)
     assert module.onset is not None and module.terms[-1] == "onset"
+    assert printed["model"]["init_generator"].startswith("weights/")  # not a shipped file that a new one replaces
 
 
 @pytest.mark.parametrize("preset", ["small", "paper"])
