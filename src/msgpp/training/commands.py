@@ -153,7 +153,7 @@ def run_export(args) -> int:
     if args.interpolate is not None:
         check_interpolation_weight(args.interpolate)  # before any checkpoint is read
     # The run's validation songs, loaded at most once (~25 s), for whichever of --score-missing,
-    # --average and --calibrate-level needs them; every checkpoint of a run holds its data settings.
+    # --average, --interpolate and --calibrate-level needs them; every checkpoint of a run holds its data settings.
     validation_songs = functools.cache(
         lambda: ValidationSongs(find_checkpoints(args.checkpoint)[0], args.root, args.cache)
     )
@@ -183,37 +183,29 @@ def run_export(args) -> int:
             f"validation score {record['score']:+.4f}",
             file=sys.stderr,
         )
-        path = export_checkpoint(
-            chosen,
-            args.out,
-            args.name,
-            validation=record,
-            averaged=averaged,
-            state_dict=state_dict,
-            level_gain_db=gain_db,
-            interpolated=interpolated,
-        )
+    elif record is None:
+        print(f"exporting {chosen} (no validation score stored for its weights)", file=sys.stderr)
     else:
-        if record is None:
-            print(f"exporting {chosen} (no validation score stored for its weights)", file=sys.stderr)
-        else:
-            print(
-                f"exporting {chosen} (batch {record['batches']}): validation score {record['score']:+.4f}",
-                file=sys.stderr,
-            )
-        path = export_checkpoint(
-            chosen,
-            args.out,
-            args.name,
-            validation=record,
-            state_dict=state_dict,
-            level_gain_db=gain_db,
-            interpolated=interpolated,
+        print(
+            f"exporting {chosen} (batch {record['batches']}): validation score {record['score']:+.4f}",
+            file=sys.stderr,
         )
+    path = export_checkpoint(
+        chosen,
+        args.out,
+        args.name,
+        validation=record,
+        averaged=averaged,
+        state_dict=state_dict,
+        level_gain_db=gain_db,
+        interpolated=interpolated,
+    )
     reasons = selection.do_no_harm(record["rows"]) if record is not None else []
     if reasons:
         banner = "WARNING: do no harm:"
         exported = f"the mean of {', '.join(p.name for p in averaged)}" if averaged else chosen.name
+        if interpolated:
+            exported += f" interpolated with {interpolated['start']}"
         lines = [
             f"{exported} is WORSE than returning its input unchanged on the validation songs:",
             *(f"  - {reason}" for reason in reasons),
