@@ -72,7 +72,7 @@ def register(subparsers) -> None:
         metavar="ALPHA",
         help="for a run that started from an enhancer file (model.init_generator): export "
         "(1 - ALPHA) x those starting weights + ALPHA x the trained ones (after --average, before "
-        '--calibrate-level), measured on the validation songs (docs/training.md, "Interpolation")',
+        '--calibrate-level), measured on the validation songs (docs/training.md, "Interpolation with the start")',
     )
     export.add_argument(
         "--calibrate-level",
