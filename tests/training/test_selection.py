@@ -548,3 +548,24 @@ def test_export_interpolate_mixes_the_runs_start_and_its_trained_weights(fake_ca
     error = capsys.readouterr().err
     assert "are not there" in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "zero").exists() and not (tmp_path / "gone").exists()
+
+
+def test_export_refuses_to_calibrate_an_identity_start_generator_before_measuring(fake_cache, tmp_path, capsys):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from msgpp.cli import main
+    from tests.helpers.training import TINY_GENERATOR
+
+    root, cache = fake_cache
+    folder = tmp_path / "checkpoints"
+    trainer = tiny_trainer(
+        tmp_path, 1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=folder, save_last=True)]
+    )
+    trainer.fit(tiny_module(generator=dict(TINY_GENERATOR, residual=True)), tiny_datamodule(root, cache))
+    argv = ["export", str(folder / "last.ckpt"), "--last", "--calibrate-level", "input", "--out", str(tmp_path / "o")]
+    capsys.readouterr()  # what training printed
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "identity-start (residual) generator" in error
+    assert len(error.strip().splitlines()) == 1  # no validation song was loaded or measured first
+    assert not (tmp_path / "o").exists()

@@ -66,8 +66,8 @@ def level_gain_db(
     return float(np.median(differences))
 
 
-def fold_output_gain(generator_config: dict, state_dict: dict, gain_db: float) -> dict:
-    """The state dict of the same generator with its output scaled by `gain_db` (see the module)."""
+def check_foldable(generator_config: dict) -> None:
+    """MsgppError unless a gain folded into this generator's last layer scales its output."""
     if generator_config.get("residual"):
         raise MsgppError(
             "level calibration scales the generator's last layer, which an identity-start "
@@ -75,6 +75,11 @@ def fold_output_gain(generator_config: dict, state_dict: dict, gain_db: float) -
         )
     if not generator_config.get("normalize", True):
         raise MsgppError("level calibration needs a generator with normalize: true (Demucs' output = std · x + mean)")
+
+
+def fold_output_gain(generator_config: dict, state_dict: dict, gain_db: float) -> dict:
+    """The state dict of the same generator with its output scaled by `gain_db` (see the module)."""
+    check_foldable(generator_config)
     generator = Generator(**generator_config)
     generator.load_state_dict(state_dict)
     last = generator.unet.decoder[-1][-1]

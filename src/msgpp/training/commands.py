@@ -142,6 +142,7 @@ def run_export(args) -> int:
         export_checkpoint,
         find_checkpoints,
         interpolate_with_start,
+        load_checkpoint,
         try_average,
     )
 
@@ -160,6 +161,10 @@ def run_export(args) -> int:
     chosen, record = choose_checkpoint(
         args.checkpoint, last=args.last, validation_songs=validation_songs if args.score_missing else None
     )
+    if args.calibrate_level:  # refuse a generator it cannot scale before any song is measured
+        from msgpp.training.calibration import check_foldable
+
+        check_foldable(load_checkpoint(chosen, mmap=True)["msgpp"]["generator_config"])
     averaged, state_dict, gain_db, interpolated = None, None, None, None
     if args.average > 1:
         averaged, state_dict, record = try_average(args.checkpoint, chosen, record, args.average, validation_songs)
