@@ -538,7 +538,7 @@ def test_shipped_configs_parse_for_every_source(preset, capsys):
     assert "\n" not in str(refused.value)
 
 
-@pytest.mark.parametrize("source", ["bass", "drums"])
+@pytest.mark.parametrize("source", ["bass", "drums", "other"])
 def test_the_stage_two_configs_start_from_the_stage_one_file_in_their_own_folder(source, capsys):
     from msgpp.training.module import MSGModule
 
