@@ -580,7 +580,14 @@ def test_the_run_folders_are_filled_in_before_training(tmp_path, monkeypatch):
     assert {Path(c.dirpath) for c in cli.trainer.checkpoint_callbacks} == {
         tmp_path.resolve() / "runs/small/bass/checkpoints"
     }
-    assert not (tmp_path / "runs").exists()
+    # the checkpoints follow a run folder moved on the command line ({run} in the preset)
+    moved = build_cli(
+        [*composed("small", "bass"), "--logger_backend", "none", "--trainer.default_root_dir", "elsewhere"]
+    )
+    assert {Path(c.dirpath) for c in moved.trainer.checkpoint_callbacks} == {
+        tmp_path.resolve() / "elsewhere/checkpoints"
+    }
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
 
 
 def test_a_source_file_alone_brings_its_base_and_preset(capsys, monkeypatch):

@@ -4,6 +4,8 @@ What it adds to a plain LightningCLI:
 - `data.source` and `data.sample_rate` feed `model.source` / `model.sample_rate` (one setting each);
 - `{source}` in `trainer.default_root_dir` and in a callback's `dirpath` is `data.source`, so one
   preset file names every source's run folder (`runs/small/{source}` → runs/small/bass);
+  `{run}` in a callback's `dirpath` is that run folder, so a config that only moves the run
+  (`trainer.default_root_dir: runs/small/drums-onset`) moves its checkpoints with it;
 - the shipped configs compose (configs/base.yaml, a preset, a source's file: docs/training.md); a
   source's file given alone (`--config configs/small/bass.yaml`) brings the base and its preset
   in front of it; a misordered or partial composition is refused in one line, not trained on
@@ -138,15 +140,17 @@ class MSGTrainCLI(LightningCLI):
 
 def fill_run_folders(config) -> None:
     """Put data.source for `{source}` in trainer.default_root_dir and in every callback's
-    init_args.dirpath (in place; a parsed config or the same as plain dicts)."""
+    init_args.dirpath, and the run folder (trainer.default_root_dir, Lightning's "." when unset)
+    for `{run}` in the latter (in place; a parsed config or the same as plain dicts)."""
     source = str(config["data"]["source"])
     trainer = config["trainer"]
     if isinstance(trainer.get("default_root_dir"), (str, os.PathLike)):
         trainer["default_root_dir"] = os.fspath(trainer["default_root_dir"]).replace("{source}", source)
+    run = os.fspath(trainer.get("default_root_dir") or ".")
     for callback in trainer.get("callbacks") or []:
         init_args = callback.get("init_args") if hasattr(callback, "get") else None
         if init_args is not None and isinstance(init_args.get("dirpath"), (str, os.PathLike)):
-            init_args["dirpath"] = os.fspath(init_args["dirpath"]).replace("{source}", source)
+            init_args["dirpath"] = os.fspath(init_args["dirpath"]).replace("{source}", source).replace("{run}", run)
 
 
 def config_files(args: list) -> list[Path]:
